@@ -1,0 +1,146 @@
+// Package app is the command-line shell every server step shares: the flags
+// of DEVELOPERS.md (--host, --port or a positional PORT as the original C
+// servers take it, --log-level), a slog logger, the open-file limit raised,
+// and a context that ends on SIGINT or SIGTERM. A step's main.go only says
+// what its own model needs; none of this is the lesson.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"concurrent-servers-go/internal/sock"
+)
+
+// DefaultPort is the port of the classic series and its simple-client.
+const DefaultPort = 8080
+
+// Server describes one step's command.
+type Server struct {
+	Name  string     // the command name, such as "step1_sequential"
+	Usage string     // one line naming the model
+	Flags []cli.Flag // the step's own flags, beside the common ones
+	// Run serves until ctx ends (SIGINT or SIGTERM), then closes what it
+	// opened and returns nil. An error it returns is fatal: exit status 1.
+	Run func(ctx context.Context, env *Env) error
+}
+
+// Env is what Run gets: the parsed common flags, the logger, and the step's
+// own flags through CLI.
+type Env struct {
+	Host string
+	Port int
+	Log  *slog.Logger
+	CLI  *cli.Context
+}
+
+// Listening logs the address the server bound. With --port 0 this line is
+// the only way to learn the port, and the tests read it: keep its shape.
+func (e *Env) Listening(addr string) {
+	e.Log.Info("listening", "addr", addr)
+}
+
+// usageError makes flag mistakes one clear line and exit status 2, the
+// convention of command-line tools for "you called me wrong".
+func usageError(name string, err error) error {
+	return cli.Exit(fmt.Sprintf("%s: %v (see --help)", name, err), 2)
+}
+
+// Main runs the server command and exits.
+func Main(s Server) {
+	os.Exit(run(s, os.Args, os.Stderr))
+}
+
+func run(s Server, args []string, stderr io.Writer) int {
+	code := 0
+	a := &cli.App{
+		Name:      s.Name,
+		Usage:     s.Usage,
+		ArgsUsage: "[PORT]",
+		Writer:    os.Stdout,
+		ErrWriter: stderr,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "host", Value: "127.0.0.1",
+				Usage: "address to listen on; 127.0.0.1 keeps the server private to this machine, 0.0.0.0 exposes it"},
+			&cli.IntFlag{Name: "port", Value: DefaultPort,
+				Usage: "port to listen on; 0 picks a free one and logs it"},
+			&cli.StringFlag{Name: "log-level", Value: "info",
+				Usage: "debug logs every connection; info, warn or error log less"},
+		}, s.Flags...),
+		HideHelpCommand: true,
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return usageError(s.Name, err)
+		},
+		ExitErrHandler: func(c *cli.Context, err error) {
+			var ec cli.ExitCoder
+			if errors.As(err, &ec) {
+				if msg := ec.Error(); msg != "" {
+					fmt.Fprintln(stderr, msg)
+				}
+				code = ec.ExitCode()
+			}
+		},
+		Action: func(c *cli.Context) error {
+			env, err := newEnv(s.Name, c, stderr)
+			if err != nil {
+				return err
+			}
+			if n, err := sock.RaiseNofile(); err != nil {
+				env.Log.Warn("could not raise the open-file limit", "limit", n, "err", err)
+			}
+			// The first SIGINT or SIGTERM ends ctx and the server shuts down
+			// in order; stop() then restores the default action, so a second
+			// Ctrl-C kills a server whose shutdown hangs.
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			context.AfterFunc(ctx, stop)
+			if err := s.Run(ctx, env); err != nil {
+				return cli.Exit(fmt.Sprintf("%s: %v", s.Name, err), 1)
+			}
+			env.Log.Info("stopped")
+			return nil
+		},
+	}
+	if err := a.Run(args); err != nil && code == 0 {
+		fmt.Fprintf(stderr, "%s: %v\n", s.Name, err)
+		code = 1
+	}
+	return code
+}
+
+func newEnv(name string, c *cli.Context, stderr io.Writer) (*Env, error) {
+	port := c.Int("port")
+	switch c.NArg() {
+	case 0:
+	case 1:
+		if c.IsSet("port") {
+			return nil, usageError(name, errors.New("give the port once: either --port or PORT"))
+		}
+		p, err := strconv.Atoi(c.Args().First())
+		if err != nil {
+			return nil, usageError(name, fmt.Errorf("PORT %q is not a number", c.Args().First()))
+		}
+		port = p
+	default:
+		return nil, usageError(name, fmt.Errorf("unexpected arguments %q", c.Args().Slice()[1:]))
+	}
+	if port < 0 || port > 65535 {
+		return nil, usageError(name, fmt.Errorf("port %d out of range 0-65535", port))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, usageError(name, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level")))
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return &Env{Host: strings.TrimSpace(c.String("host")), Port: port, Log: log, CLI: c}, nil
+}

@@ -1,0 +1,147 @@
+package protocol
+
+import (
+	"bytes"
+	"testing"
+)
+
+// The examples of PROTOCOL.md, fed in order through one connection's machine,
+// since the third continues the state the second left behind.
+func TestProtocolExamples(t *testing.T) {
+	type step struct{ in, want string }
+	cases := []struct {
+		name  string
+		steps []step
+	}{
+		{"classic session", []step{
+			{"^abc$de^abte$f", "bcdbcuf"},
+			{"xyz^123", "234"},
+			{"25$^ab0000$abab", "36bc1111"},
+		}},
+		{"three messages", []step{{"^ab$^kl$^80$50", "bclm91"}}},
+		{"empty messages", []step{{"^$^$$foo^$$", ""}}},
+		{"caret inside a message", []step{{"^a^b$", "b_c"}}},
+		{"wraps at 0xFF", []step{{"^\xff\x00\xfe", "\x00\x01\xff"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var m Machine
+			for _, s := range tc.steps {
+				got := m.Feed(nil, []byte(s.in))
+				if string(got) != s.want {
+					t.Errorf("Feed(%q) = %q, want %q", s.in, got, s.want)
+				}
+			}
+		})
+	}
+}
+
+// A stream must give the same answer however the network chops it up.
+func TestProtocolSplitAnywhere(t *testing.T) {
+	in := []byte("^abc$de^abte$fxyz^12325$^ab0000$abab")
+	var whole Machine
+	want := whole.Feed(nil, in)
+	for cut := 0; cut <= len(in); cut++ {
+		var m Machine
+		got := m.Feed(nil, in[:cut])
+		got = m.Feed(got, in[cut:])
+		if !bytes.Equal(got, want) {
+			t.Fatalf("split at %d: got %q, want %q", cut, got, want)
+		}
+	}
+}
+
+func TestProtocolState(t *testing.T) {
+	var m Machine
+	if m.State != WaitForMsg || m.State.String() != "WAIT_FOR_MSG" {
+		t.Fatalf("zero Machine is in %v, want WAIT_FOR_MSG", m.State)
+	}
+	m.Feed(nil, []byte("xyz^123"))
+	if m.State != InMsg || m.State.String() != "IN_MSG" {
+		t.Fatalf("after an open message the state is %v, want IN_MSG", m.State)
+	}
+}
+
+// Every one of the 256 byte values is answered with its successor inside a
+// message, except '$', which ends it.
+func TestProtocolAllBytes(t *testing.T) {
+	var m Machine
+	m.Feed(nil, []byte{'^'})
+	for i := 0; i < 256; i++ {
+		b := byte(i)
+		got := m.Feed(nil, []byte{b})
+		if b == '$' {
+			if len(got) != 0 || m.State != WaitForMsg {
+				t.Fatalf("'$' answered %q and left state %v", got, m.State)
+			}
+			m.Feed(nil, []byte{'^'})
+			continue
+		}
+		if len(got) != 1 || got[0] != b+1 {
+			t.Fatalf("byte %#02x answered %q, want %#02x", b, got, b+1)
+		}
+	}
+}
+
+func TestFeedDoesNotAllocate(t *testing.T) {
+	in := bytes.Repeat([]byte("^abc$de^abte$f"), 64)
+	buf := make([]byte, 0, len(in))
+	var m Machine
+	allocs := testing.AllocsPerRun(100, func() {
+		buf = m.Feed(buf[:0], in)
+	})
+	if allocs != 0 {
+		t.Fatalf("Feed allocated %.1f times per call with a reused buffer", allocs)
+	}
+}
+
+// reference is the protocol written as plainly as possible, one byte and one
+// branch at a time, for the fuzzer to compare the real machine against.
+func reference(in []byte) (out []byte, inMsg bool) {
+	for _, b := range in {
+		if !inMsg {
+			if b == '^' {
+				inMsg = true
+			}
+			continue
+		}
+		if b == '$' {
+			inMsg = false
+			continue
+		}
+		out = append(out, byte((int(b)+1)%256))
+	}
+	return out, inMsg
+}
+
+// FuzzMachine checks the machine against reference for any input, split at
+// any point into two reads.
+func FuzzMachine(f *testing.F) {
+	f.Add([]byte("^abc$de^abte$f"), uint16(3))
+	f.Add([]byte("xyz^123"), uint16(0))
+	f.Add([]byte("^$^$$foo^$$"), uint16(5))
+	f.Add([]byte{'^', 0xff, '$', '^', 0}, uint16(2))
+	f.Fuzz(func(t *testing.T, in []byte, cut uint16) {
+		c := int(cut) % (len(in) + 1)
+		var m Machine
+		got := m.Feed(nil, in[:c])
+		got = m.Feed(got, in[c:])
+		want, inMsg := reference(in)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("Feed(%q) split at %d = %q, reference says %q", in, c, got, want)
+		}
+		if (m.State == InMsg) != inMsg {
+			t.Fatalf("state after %q is %v, reference says inMsg=%v", in, m.State, inMsg)
+		}
+	})
+}
+
+func BenchmarkFeed(b *testing.B) {
+	in := bytes.Repeat([]byte("^abc$de^abte$f"), 4096/14)
+	buf := make([]byte, 0, len(in))
+	b.SetBytes(int64(len(in)))
+	var m Machine
+	for b.Loop() {
+		buf = m.Feed(buf[:0], in)
+	}
+}

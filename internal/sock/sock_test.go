@@ -1,0 +1,120 @@
+package sock
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestListenFDPortZero(t *testing.T) {
+	fd, ap, err := ListenFD("127.0.0.1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if ap.Port() == 0 || ap.Addr().String() != "127.0.0.1" {
+		t.Fatalf("bound %v, want 127.0.0.1 with a real port", ap)
+	}
+	// A client of package net can reach the raw listener, and Accept sees it.
+	c, err := net.Dial("tcp", ap.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nfd, sa, err := Accept(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(nfd)
+	if got := AddrPort(sa); got.String() != c.LocalAddr().String() {
+		t.Fatalf("accept says peer %v, client says it is %v", got, c.LocalAddr())
+	}
+}
+
+func TestListenFDIPv6AndNames(t *testing.T) {
+	fd, ap, err := ListenFD("localhost", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	if !ap.Addr().IsLoopback() {
+		t.Fatalf("localhost bound %v", ap)
+	}
+	if fd, _, err := ListenFD("::1", 0); err == nil {
+		unix.Close(fd)
+	} else {
+		t.Logf("no IPv6 loopback here: %v", err)
+	}
+	if _, err := ResolveTCP("127.0.0.1", 70000); err == nil {
+		t.Fatal("port 70000 accepted")
+	}
+}
+
+func TestListenFDAddressInUse(t *testing.T) {
+	fd, ap, err := ListenFD("127.0.0.1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if fd2, _, err := ListenFD("127.0.0.1", int(ap.Port())); err == nil {
+		unix.Close(fd2)
+		t.Fatal("second listener on a busy port succeeded")
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	var b Backoff
+	d, first := b.Next()
+	if !first || d != 5*time.Millisecond {
+		t.Fatalf("first Next = %v, %v", d, first)
+	}
+	for i := 0; i < 20; i++ {
+		d, first = b.Next()
+		if first {
+			t.Fatal("later Next says first")
+		}
+	}
+	if d != time.Second {
+		t.Fatalf("backoff grew to %v, want a 1s cap", d)
+	}
+	b.Reset()
+	if _, first := b.Next(); !first {
+		t.Fatal("Reset did not start a new burst")
+	}
+}
+
+func TestErrorClasses(t *testing.T) {
+	if !OutOfResources(unix.EMFILE) || OutOfResources(unix.ECONNABORTED) {
+		t.Fatal("OutOfResources misclassifies")
+	}
+	if !AcceptAborted(unix.ECONNABORTED) || AcceptAborted(unix.EMFILE) {
+		t.Fatal("AcceptAborted misclassifies")
+	}
+	calls := 0
+	err := IgnoringEINTR(func() error {
+		calls++
+		if calls < 3 {
+			return unix.EINTR
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("IgnoringEINTR: err %v after %d calls", err, calls)
+	}
+}
+
+func TestRaiseNofile(t *testing.T) {
+	n, err := RaiseNofile()
+	if err != nil {
+		t.Logf("setrlimit: %v", err)
+	}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	if n != rl.Cur {
+		t.Fatalf("RaiseNofile returned %d, limit is %d", n, rl.Cur)
+	}
+}

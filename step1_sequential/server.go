@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+
+	"concurrent-servers-go/internal/protocol"
+	"concurrent-servers-go/internal/sock"
+)
+
+// serve is the whole model: accept, handle to the end, repeat. Nothing else
+// runs while handle works, so the second client's '*' comes only after the
+// first client has gone.
+func serve(ctx context.Context, ln net.Listener, log *slog.Logger) {
+	var backoff sock.Backoff
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return // the listener was closed because we are stopping
+			}
+			if sock.OutOfResources(err) {
+				// Out of file descriptors (EMFILE): the connection stays
+				// queued, so accepting again at once would fail again at
+				// once. Wait for a served client to give its fd back.
+				d, first := backoff.Next()
+				if first {
+					log.Warn("accept: out of resources, backing off", "err", err)
+				}
+				sock.Sleep(ctx, d)
+				continue
+			}
+			log.Warn("accept", "err", err)
+			continue
+		}
+		backoff.Reset()
+		handle(ctx, conn, log)
+	}
+}
+
+// handle serves one client until it closes its side. The protocol machine
+// turns what we read into what we owe; we write it back before reading more,
+// so when read finally reports EOF nothing is left unsent.
+func handle(ctx context.Context, conn net.Conn, log *slog.Logger) {
+	defer conn.Close()
+	// Read blocks until the client sends; closing the connection is the
+	// only way to wake it when the server must stop.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	peer := conn.RemoteAddr().String()
+	log.Debug("peer connected", "peer", peer)
+	if _, err := conn.Write([]byte{protocol.Ack}); err != nil {
+		log.Info("peer gone before the ack", "peer", peer, "err", err)
+		return
+	}
+	var m protocol.Machine
+	buf := make([]byte, 4096)
+	out := make([]byte, 0, len(buf))
+	for {
+		n, err := conn.Read(buf)
+		if n > 0 {
+			// Write blocks while the client is not reading and the kernel's
+			// send buffer is full. That bounds our memory (one buffer), and
+			// in this model it also stalls everyone else.
+			if out = m.Feed(out[:0], buf[:n]); len(out) > 0 {
+				if _, werr := conn.Write(out); werr != nil {
+					log.Info("write", "peer", peer, "err", werr)
+					return
+				}
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				log.Debug("peer done", "peer", peer)
+			} else if ctx.Err() == nil {
+				// A reset costs this connection only.
+				log.Info("read", "peer", peer, "err", err)
+			}
+			return
+		}
+	}
+}
