@@ -1,0 +1,20 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"runtime"
+
+	"concurrent-servers-go/internal/app"
+)
+
+// serve refuses at once: epoll is a Linux system call, and this step is
+// about epoll itself. The message says where to go instead, so a learner on
+// a Mac reads one line rather than a compile error.
+func serve(context.Context, *app.Env, config) error {
+	return errors.New("step6_epoll needs Linux epoll, and this is " + runtime.GOOS +
+		"; on macOS run it in a Linux VM or container (docker run -it --rm -v \"$PWD\":/src -w /src golang go run ./step6_epoll), " +
+		"or use step5_select, which runs here")
+}
