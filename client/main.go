@@ -70,6 +70,9 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 			}
 		},
 		Action: classic,
+		Commands: []*cli.Command{
+			benchCommand(),
+		},
 	}
 }
 

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"concurrent-servers-go/client/load"
+	"concurrent-servers-go/internal/sock"
+)
+
+// maxInFlight bounds pipeline x size, the bytes a connection may have
+// unanswered. Each connection's single goroutine writes then reads; that
+// cannot deadlock as long as everything in flight fits in the socket
+// buffers (at least 128 KiB each way on Linux loopback).
+const maxInFlight = 64 * 1024
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "bench",
+		Usage:     "measure echo throughput and latency against a protocol server",
+		ArgsUsage: "HOST PORT",
+		Description: "Each connection sends '^' once, then messages of --size bytes drawn from 'a'..'y', keeping\n" +
+			"--pipeline of them in flight. The server answers every byte with its successor; bench\n" +
+			"verifies every answer byte and reports messages per second, MB/s each way, latency\n" +
+			"percentiles (send to last answer byte) and its own CPU use, to show it was not the bottleneck.\n\n" +
+			"   taskset -c 0 go run ./step2_thread_per_conn &\n" +
+			"   taskset -c 1 go run ./client bench --conns 50 --duration 10s --pid $(pgrep -n step2) 127.0.0.1 8080",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "conns", Aliases: []string{"c"}, Value: 50, Usage: "concurrent connections"},
+			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 64, Usage: "bytes per message"},
+			&cli.IntFlag{Name: "pipeline", Aliases: []string{"p"}, Value: 1, Usage: "messages in flight per connection"},
+			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: 10 * time.Second, Usage: "how long to measure"},
+			&cli.DurationFlag{Name: "warmup", Value: time.Second, Usage: "run this long before measuring"},
+			&cli.DurationFlag{Name: "connect-timeout", Value: 5 * time.Second, Usage: "give up on a connection whose '*' takes longer"},
+			&cli.IntFlag{Name: "pid", Usage: "the server's process id: also report its CPU use (Linux)"},
+			sourcesFlag,
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			&cli.BoolFlag{Name: "markdown", Usage: "print the result as a Markdown table row (with its header)"},
+			allowRemoteFlag,
+		},
+		OnUsageError: onUsageError("bench"),
+		Action:       bench,
+	}
+}
+
+func bench(c *cli.Context) error {
+	const cmd = "bench"
+	host, ports, err := target(c, cmd, false)
+	if err != nil {
+		return err
+	}
+	o := load.BenchOptions{
+		Addr:  net.JoinHostPort(host, strconv.Itoa(ports[0])),
+		Conns: c.Int("conns"), Size: c.Int("size"), Pipeline: c.Int("pipeline"),
+		Duration: c.Duration("duration"), Warmup: c.Duration("warmup"),
+		ConnectTimeout: c.Duration("connect-timeout"), ServerPID: c.Int("pid"),
+	}
+	switch {
+	case o.Conns < 1 || o.Conns > 15000:
+		return usageErr(cmd, "--conns %d: want 1 to 15000 (one process may open 20000 files)", o.Conns)
+	case o.Size < 1 || o.Pipeline < 1:
+		return usageErr(cmd, "--size and --pipeline must be at least 1")
+	case o.Size*o.Pipeline > maxInFlight:
+		return usageErr(cmd, "--size x --pipeline = %d bytes in flight per connection; keep it under %d", o.Size*o.Pipeline, maxInFlight)
+	case o.Duration <= 0 || o.Duration > time.Hour:
+		return usageErr(cmd, "--duration %v: want above 0 and at most 1h", o.Duration)
+	case o.Warmup < 0 || o.Warmup > time.Hour:
+		return usageErr(cmd, "--warmup %v: want 0 to 1h", o.Warmup)
+	case o.ConnectTimeout <= 0:
+		return usageErr(cmd, "--connect-timeout must be above 0")
+	case c.Bool("json") && c.Bool("markdown"):
+		return usageErr(cmd, "--json and --markdown: pick one")
+	}
+	if o.LocalIPs, err = parseSources(c.String("sources")); err != nil {
+		return usageErr(cmd, "%v", err)
+	}
+	if err := checkSources(cmd, o.LocalIPs, c.Bool("allow-remote")); err != nil {
+		return err
+	}
+	sock.RaiseNofile()
+
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	total := o.Warmup + o.Duration
+	var bar *progress
+	if total >= 2*time.Second {
+		bar = newProgress(c.App.ErrWriter, "bench", int64(total/time.Millisecond), "ms")
+		o.Progress = func(el time.Duration, _ uint64) { bar.set(int64(el / time.Millisecond)) }
+	}
+	res, err := load.Bench(ctx, o)
+	if bar != nil {
+		bar.done()
+	}
+	if err != nil {
+		return failErr(cmd, "%v", err)
+	}
+	w := c.App.Writer
+	switch {
+	case c.Bool("json"):
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(benchJSON(o, res)); err != nil {
+			return err
+		}
+	case c.Bool("markdown"):
+		printBenchMarkdown(w, o, res)
+	default:
+		printBenchText(w, o, res)
+	}
+	for _, line := range res.Errors.Lines() {
+		fmt.Fprintln(c.App.ErrWriter, "FAIL "+line)
+	}
+	if ctx.Err() != nil {
+		return cli.Exit("client bench: interrupted", 130)
+	}
+	if res.Errors.Total() > 0 {
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+// benchFigures are the derived numbers every output format prints.
+type benchFigures struct {
+	msgsPerSec, mbPerSec   float64
+	clientCPU, serverCPU   float64 // in cores: 1.0 = one core busy all the time
+	user, sys              float64
+	p50, p90, p99, p999, m time.Duration
+}
+
+func figures(o load.BenchOptions, r *load.BenchResult) benchFigures {
+	f := benchFigures{
+		msgsPerSec: r.MsgsPerSec(),
+		mbPerSec:   float64(r.Msgs) * float64(o.Size) / r.Window.Seconds() / 1e6,
+		p50:        r.Latency.Quantile(0.50), p90: r.Latency.Quantile(0.90),
+		p99: r.Latency.Quantile(0.99), p999: r.Latency.Quantile(0.999), m: r.Latency.Max(),
+	}
+	if r.CPUWall > 0 {
+		f.user = r.CPUUser.Seconds() / r.CPUWall.Seconds()
+		f.sys = r.CPUSys.Seconds() / r.CPUWall.Seconds()
+		f.clientCPU = f.user + f.sys
+		f.serverCPU = r.Server.Seconds() / r.CPUWall.Seconds()
+	}
+	return f
+}
+
+func printBenchText(w io.Writer, o load.BenchOptions, r *load.BenchResult) {
+	f := figures(o, r)
+	fmt.Fprintf(w, "bench %s: %d connections, %d-byte messages, pipeline %d, %v warm-up + %v measured\n",
+		o.Addr, r.Conns, o.Size, o.Pipeline, o.Warmup, r.Window)
+	fmt.Fprintf(w, "  throughput  %.0f msgs/s, %.2f MB/s each way (%d messages answered and verified)\n",
+		f.msgsPerSec, f.mbPerSec, r.Msgs)
+	fmt.Fprintf(w, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
+		human(f.p50), human(f.p90), human(f.p99), human(f.p999), human(f.m))
+	fmt.Fprintf(w, "  errors      %d\n", r.Errors.Total())
+	fmt.Fprintf(w, "  client CPU  %.0f%% of one core (user %.0f%%, system %.0f%%)\n", 100*f.clientCPU, 100*f.user, 100*f.sys)
+	if r.ServerOK {
+		fmt.Fprintf(w, "  server CPU  %.0f%% of one core (pid %d)\n", 100*f.serverCPU, o.ServerPID)
+	}
+}
+
+func printBenchMarkdown(w io.Writer, o load.BenchOptions, r *load.BenchResult) {
+	f := figures(o, r)
+	srv := "n/a"
+	if r.ServerOK {
+		srv = fmt.Sprintf("%.0f%%", 100*f.serverCPU)
+	}
+	fmt.Fprintln(w, "| conns | size | pipeline | msgs/s | MB/s | p50 | p90 | p99 | p99.9 | errors | client CPU | server CPU |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintf(w, "| %d | %d | %d | %.0f | %.2f | %s | %s | %s | %s | %d | %.0f%% | %s |\n",
+		r.Conns, o.Size, o.Pipeline, f.msgsPerSec, f.mbPerSec,
+		human(f.p50), human(f.p90), human(f.p99), human(f.p999), r.Errors.Total(), 100*f.clientCPU, srv)
+}
+
+// benchJSON is the --json form: plain numbers in fixed units (seconds for
+// durations, fractions of one core for CPU) so scripts need no parsing.
+func benchJSON(o load.BenchOptions, r *load.BenchResult) any {
+	f := figures(o, r)
+	type latency struct {
+		P50  float64 `json:"p50"`
+		P90  float64 `json:"p90"`
+		P99  float64 `json:"p99"`
+		P999 float64 `json:"p99_9"`
+		Max  float64 `json:"max"`
+		Mean float64 `json:"mean"`
+	}
+	out := struct {
+		Addr          string         `json:"addr"`
+		Conns         int            `json:"conns"`
+		Size          int            `json:"size"`
+		Pipeline      int            `json:"pipeline"`
+		WarmupSec     float64        `json:"warmup_s"`
+		WindowSec     float64        `json:"window_s"`
+		Msgs          uint64         `json:"msgs"`
+		MsgsPerSec    float64        `json:"msgs_per_s"`
+		MBPerSec      float64        `json:"mb_per_s"`
+		LatencySec    latency        `json:"latency_s"`
+		Errors        map[string]int `json:"errors"`
+		ClientCPU     float64        `json:"client_cpu_cores"`
+		ClientUser    float64        `json:"client_user_cores"`
+		ClientSys     float64        `json:"client_sys_cores"`
+		ServerCPU     *float64       `json:"server_cpu_cores,omitempty"`
+		BytesSent     uint64         `json:"bytes_sent"`
+		BytesAnswered uint64         `json:"bytes_answered"`
+	}{
+		Addr: o.Addr, Conns: r.Conns, Size: o.Size, Pipeline: o.Pipeline,
+		WarmupSec: o.Warmup.Seconds(), WindowSec: r.Window.Seconds(),
+		Msgs: r.Msgs, MsgsPerSec: f.msgsPerSec, MBPerSec: f.mbPerSec,
+		LatencySec: latency{f.p50.Seconds(), f.p90.Seconds(), f.p99.Seconds(), f.p999.Seconds(), f.m.Seconds(), r.Latency.Mean().Seconds()},
+		Errors:     r.Errors.Count, ClientCPU: f.clientCPU, ClientUser: f.user, ClientSys: f.sys,
+		BytesSent: r.Sent, BytesAnswered: r.Answered,
+	}
+	if out.Errors == nil {
+		out.Errors = map[string]int{}
+	}
+	if r.ServerOK {
+		out.ServerCPU = &f.serverCPU
+	}
+	return out
+}

@@ -1,0 +1,295 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"concurrent-servers-go/client/procstat"
+)
+
+// BenchOptions configures Bench.
+type BenchOptions struct {
+	Addr     string
+	Conns    int           // connections, each with its own goroutine
+	Size     int           // bytes per message
+	Pipeline int           // messages in flight per connection
+	Warmup   time.Duration // run but do not measure
+	Duration time.Duration // measure for this long after the warm-up
+	// ConnectTimeout bounds connect() plus the wait for '*'.
+	ConnectTimeout time.Duration
+	LocalIPs       []net.IP // source addresses, used in turn
+	ServerPID      int      // if set, the server's CPU use is measured too
+	// Progress, if set, is called about ten times a second with the time
+	// since the warm-up began and the messages answered so far.
+	Progress func(elapsed time.Duration, msgs uint64)
+}
+
+// BenchResult is what a bench run measured. Counts cover the measured
+// window only, except the Total fields.
+type BenchResult struct {
+	Conns    int           // connections that got their '*'
+	Window   time.Duration // the measured window, as it really lasted
+	Msgs     uint64        // messages answered and verified in the window
+	Latency  Hist          // send-to-last-answer-byte time of those messages
+	Errors   Errors
+	CPUUser  time.Duration // this process, during the window
+	CPUSys   time.Duration
+	CPUWall  time.Duration // the wall time CPUUser, CPUSys and Server were taken over
+	Server   time.Duration // the server's CPU time during the window (ServerPID)
+	ServerOK bool
+
+	// Every byte sent after the '^' and every answer byte verified, over
+	// the whole run, warm-up and drain included: when the run ends cleanly
+	// the two are equal, and the server wrote exactly Answered+Conns bytes.
+	Sent, Answered uint64
+}
+
+// MsgsPerSec is the throughput in messages per second.
+func (r *BenchResult) MsgsPerSec() float64 { return float64(r.Msgs) / r.Window.Seconds() }
+
+// drainGrace bounds how long a connection waits, after the window, for the
+// answers to messages still in flight.
+const drainGrace = 3 * time.Second
+
+// Bench runs the echo benchmark. It fails as a whole only when no
+// connection could be set up; otherwise problems are counted in Errors.
+func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
+	if o.Conns < 1 || o.Size < 1 || o.Pipeline < 1 || o.Duration <= 0 || o.Warmup < 0 {
+		return nil, fmt.Errorf("bench: need conns, size, pipeline and duration above 0")
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	res := &BenchResult{}
+	conns := make([]*benchConn, 0, o.Conns)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	// Connect with a bounded number of dials in flight: a burst of
+	// thousands would overflow the server's accept queue.
+	slots := make(chan struct{}, 64)
+	for i := range o.Conns {
+		var local net.IP
+		if len(o.LocalIPs) > 0 {
+			local = o.LocalIPs[i%len(o.LocalIPs)]
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			conn, err := dialAck(ctx, local, o.Addr, o.ConnectTimeout)
+			if err == nil {
+				// The first '^' puts the server's machine in IN_MSG for good:
+				// from now on every byte is answered with its successor.
+				conn.SetWriteDeadline(time.Now().Add(o.ConnectTimeout))
+				_, err = conn.Write([]byte{'^'})
+				conn.SetWriteDeadline(time.Time{})
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if conn != nil {
+					conn.Close()
+				}
+				res.Errors.add(err)
+				return
+			}
+			conns = append(conns, newBenchConn(conn, o.Size, o.Pipeline))
+		})
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	wg.Wait()
+	res.Conns = len(conns)
+	if len(conns) == 0 {
+		if res.Errors.AllRefused() {
+			return res, fmt.Errorf("connection refused: is a server listening on %s?", o.Addr)
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, fmt.Errorf("no connection to %s: %v", o.Addr, res.Errors.Lines())
+	}
+
+	start := time.Now()
+	t := timeline{start: start, measure: o.Warmup, end: o.Warmup + o.Duration}
+	for _, c := range conns {
+		// One deadline for the whole run bounds every read and write,
+		// without the cost of setting one per message.
+		c.conn.SetDeadline(start.Add(t.end + drainGrace))
+		stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+		wg.Go(func() {
+			defer stop()
+			c.run(&t)
+		})
+	}
+
+	// Sample CPU use at the window's edges, and report progress.
+	var u0, s0, srv0, el0 time.Duration
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	measuring, done := false, false
+	for !done && ctx.Err() == nil {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+		el := time.Since(start)
+		if !measuring && el >= t.measure {
+			measuring, el0 = true, el
+			u0, s0, _ = procstat.Rusage()
+			if o.ServerPID > 0 {
+				srv0, _ = procstat.CPU(o.ServerPID)
+			}
+		}
+		if el >= t.end {
+			u1, s1, _ := procstat.Rusage()
+			res.CPUUser, res.CPUSys, res.CPUWall = u1-u0, s1-s0, el-el0
+			if o.ServerPID > 0 {
+				if srv1, err := procstat.CPU(o.ServerPID); err == nil && srv0 > 0 {
+					res.Server, res.ServerOK = srv1-srv0, true
+				}
+			}
+			done = true
+		}
+		if o.Progress != nil {
+			var n uint64
+			for _, c := range conns {
+				n += c.progress.Load()
+			}
+			o.Progress(el, n)
+		}
+	}
+	wg.Wait()
+	res.Window = o.Duration
+	if ctx.Err() != nil {
+		res.Window = max(time.Since(start)-o.Warmup, time.Millisecond)
+	}
+	for _, c := range conns {
+		res.Msgs += c.msgs
+		res.Latency.Merge(&c.hist)
+		res.Sent += c.sent
+		res.Answered += c.answered
+		// After Ctrl-C every connection's read fails: that is not the
+		// server's fault.
+		if c.err != nil && ctx.Err() == nil {
+			res.Errors.add(c.err)
+		}
+		c.conn.Close()
+	}
+	return res, nil
+}
+
+// timeline is the run's schedule, as offsets from start on the monotonic
+// clock: warm up until measure, count until end, then drain.
+type timeline struct {
+	start        time.Time
+	measure, end time.Duration
+}
+
+// benchConn is one connection's state. Its buffers are allocated once; the
+// loop in run allocates nothing per message.
+type benchConn struct {
+	conn           net.Conn
+	size, pipeline int
+	ring, answer   []byte          // the message pattern and its answers
+	sentAt         []time.Duration // send time of each message in flight, by index % pipeline
+	rbuf, wbuf     []byte
+
+	sent, answered uint64 // bytes
+	msgs           uint64 // messages completed inside the window
+	hist           Hist
+	progress       atomic.Uint64 // messages completed, for the progress bar
+	err            error
+}
+
+func newBenchConn(conn net.Conn, size, pipeline int) *benchConn {
+	ring, answer := patRing(size)
+	return &benchConn{
+		conn: conn, size: size, pipeline: pipeline, ring: ring, answer: answer,
+		sentAt: make([]time.Duration, pipeline),
+		rbuf:   make([]byte, min(max(size*pipeline, 4096), 256*1024)),
+		wbuf:   make([]byte, 0, size*pipeline),
+	}
+}
+
+// run keeps pipeline messages in flight: it sends that many, then each time
+// answers complete k messages it sends k more in one write. A single
+// goroutine does both; it never blocks writing for long because at most
+// pipeline*size bytes are ever unanswered, which the bench command keeps
+// well inside the kernel's socket buffers.
+func (c *benchConn) run(t *timeline) {
+	var next uint64 // index of the next message to send
+	var done uint64 // messages fully answered
+	send := func(k int, now time.Duration) error {
+		c.wbuf = c.wbuf[:0]
+		for range k {
+			c.sentAt[next%uint64(c.pipeline)] = now
+			off := int(next % patLen)
+			c.wbuf = append(c.wbuf, c.ring[off:off+c.size]...)
+			next++
+		}
+		n, err := c.conn.Write(c.wbuf)
+		c.sent += uint64(n)
+		return err
+	}
+	if err := send(c.pipeline, time.Since(t.start)); err != nil {
+		c.err = fmt.Errorf("write: %w", err)
+		return
+	}
+	for done < next {
+		n, err := c.conn.Read(c.rbuf)
+		now := time.Since(t.start)
+		if n > 0 {
+			if verr := c.verify(c.rbuf[:n]); verr != nil {
+				c.err = verr
+				return
+			}
+			c.answered += uint64(n)
+			completed := c.answered/uint64(c.size) - done
+			for range completed {
+				if now >= t.measure && now < t.end {
+					c.hist.Record(now - c.sentAt[done%uint64(c.pipeline)])
+					c.msgs++
+				}
+				done++
+			}
+			c.progress.Store(done)
+			if completed > 0 && now < t.end {
+				if err := send(int(completed), time.Since(t.start)); err != nil {
+					c.err = fmt.Errorf("write: %w", err)
+					return
+				}
+			}
+		}
+		if err != nil {
+			if now >= t.end {
+				c.err = fmt.Errorf("%d of %d messages unanswered at the end: %w", next-done, next, err)
+			} else {
+				c.err = fmt.Errorf("read after %d answer bytes: %w", c.answered, err)
+			}
+			return
+		}
+	}
+}
+
+// verify checks a chunk of answers against what the protocol owes for the
+// bytes sent: each byte's successor, message by message.
+func (c *benchConn) verify(got []byte) error {
+	pos := c.answered
+	for len(got) > 0 {
+		m, i := pos/uint64(c.size), int(pos%uint64(c.size))
+		off := int(m % patLen)
+		want := c.answer[off+i : off+c.size]
+		k := min(len(want), len(got))
+		if !bytes.Equal(got[:k], want[:k]) {
+			return fmt.Errorf("%w: message %d byte %d: got %q, want %q", ErrWrongBytes, m, i, got[:k], want[:k])
+		}
+		got, pos = got[k:], pos+uint64(k)
+	}
+	return nil
+}
