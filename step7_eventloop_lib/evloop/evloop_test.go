@@ -1,0 +1,274 @@
+//go:build linux
+
+package evloop
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// Every test stops its engine, and goleak checks that nothing it started
+// (loops, workers, wake-ups) outlives it.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// start runs h on a free port in the background and returns the engine
+// once it is up; the test's cleanup stops it and waits for Run to return.
+func start(t *testing.T, h Handler, opts ...Option) *Engine {
+	t.Helper()
+	boot := make(chan *Engine, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, &booter{Handler: h, boot: boot}, "127.0.0.1", 0, opts...) }()
+	var eng *Engine
+	select {
+	case eng = <-boot:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("engine did not stop")
+		}
+	})
+	return eng
+}
+
+// booter passes the engine to the test once it is bound.
+type booter struct {
+	Handler
+	boot chan *Engine
+}
+
+func (b *booter) OnBoot(e *Engine) Action {
+	b.boot <- e
+	return b.Handler.OnBoot(e)
+}
+
+func dial(t *testing.T, eng *Engine) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", eng.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// echo answers every byte with itself.
+type echo struct{ BuiltinHandler }
+
+func (echo) OnTraffic(c *Conn) Action {
+	in, _ := c.Next(-1)
+	c.Write(in)
+	return None
+}
+
+func roundTrip(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo of %q: got %q, %v", msg, got, err)
+	}
+}
+
+func TestEchoManyLoops(t *testing.T) {
+	eng := start(t, echo{}, WithLoops(3))
+	var wg sync.WaitGroup
+	for i := range 30 {
+		c := dial(t, eng)
+		wg.Go(func() { roundTrip(t, c, string(rune('a'+i%26))+"hello") })
+	}
+	wg.Wait()
+	var accepted, in int64
+	for _, s := range eng.Stats() {
+		accepted += s.Accepted
+		in += s.BytesIn
+	}
+	if accepted != 30 || in != 30*6 {
+		t.Fatalf("stats say %d accepted, %d bytes in; want 30 and 180: %+v", accepted, in, eng.Stats())
+	}
+}
+
+// asyncer hands each new connection to the test, which writes to it from
+// its own goroutine.
+type asyncer struct {
+	BuiltinHandler
+	conns chan *Conn
+}
+
+func (a *asyncer) OnOpen(c *Conn) ([]byte, Action) {
+	a.conns <- c
+	return nil, None
+}
+
+func TestAsyncWriteFromAnotherGoroutine(t *testing.T) {
+	h := &asyncer{conns: make(chan *Conn, 1)}
+	eng := start(t, h, WithLoops(1))
+	c := dial(t, eng)
+	sc := <-h.conns
+	const n = 100
+	var done sync.WaitGroup
+	done.Add(n)
+	go func() {
+		for i := range n {
+			msg := []byte{byte('0' + i%10)}
+			if err := sc.AsyncWrite(msg, func(_ *Conn, err error) {
+				if err != nil {
+					t.Errorf("AsyncWrite callback: %v", err)
+				}
+				done.Done()
+			}); err != nil {
+				t.Errorf("AsyncWrite: %v", err)
+				done.Done()
+			}
+		}
+	}()
+	var want bytes.Buffer
+	for i := range n {
+		want.WriteByte(byte('0' + i%10))
+	}
+	got := make([]byte, n)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("read %q, %v; want %q in order", got, err, want.Bytes())
+	}
+	done.Wait()
+	// The wake-ups were merged or not, but at least one happened and
+	// never more than one per write.
+	if w := eng.Stats()[0].Wakeups; w < 1 || w > n {
+		t.Fatalf("%d wake-ups for %d AsyncWrites", w, n)
+	}
+	// Close from another goroutine ends the connection: the client sees EOF.
+	if err := sc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(got); err != io.EOF {
+		t.Fatalf("after Close the client read %v, want EOF", err)
+	}
+}
+
+func TestIdleTimeoutClosesOnlyIdle(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	eng := start(t, echo{}, WithLoops(1), WithIdleTimeout(idle))
+	quiet, busy := dial(t, eng), dial(t, eng)
+	gone := make(chan error, 1)
+	go func() {
+		quiet.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := quiet.Read(make([]byte, 1))
+		gone <- err
+	}()
+	// The busy client talks every idle/4 for 4 idle periods: it must
+	// survive, while the quiet one is closed.
+	for end := time.Now().Add(4 * idle); time.Now().Before(end); {
+		roundTrip(t, busy, "x")
+		time.Sleep(idle / 4)
+	}
+	select {
+	case err := <-gone:
+		if err != io.EOF {
+			t.Fatalf("idle client read %v, want EOF from the idle close", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("idle client was not closed")
+	}
+	roundTrip(t, busy, "still here")
+}
+
+// blaster sends size bytes to every new client at once.
+type blaster struct {
+	BuiltinHandler
+	size   int
+	opened chan struct{}
+}
+
+func (b *blaster) OnOpen(*Conn) ([]byte, Action) {
+	defer func() { b.opened <- struct{}{} }()
+	return bytes.Repeat([]byte("z"), b.size), None
+}
+
+func TestStopFlushesPendingOutput(t *testing.T) {
+	const size = 8 << 20 // far more than the kernel's socket buffers hold
+	h := &blaster{size: size, opened: make(chan struct{}, 1)}
+	boot := make(chan *Engine, 1)
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), &booter{Handler: h, boot: boot}, "127.0.0.1", 0, WithStopTimeout(10*time.Second)) }()
+	eng := <-boot
+	c, err := net.Dial("tcp", eng.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-h.opened
+	eng.Stop() // while most of the 8 MiB still waits in the server
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	if err != nil || n != size {
+		t.Fatalf("client got %d bytes, %v; want all %d, then EOF", n, err, size)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// upper answers every byte (like the protocol server, one out per in) and
+// records the most output ever pending on a connection.
+type upper struct {
+	BuiltinHandler
+	mu         sync.Mutex
+	maxPending int
+}
+
+func (u *upper) OnTraffic(c *Conn) Action {
+	in, _ := c.Next(-1)
+	c.Write(bytes.ToUpper(in))
+	u.mu.Lock()
+	u.maxPending = max(u.maxPending, c.OutboundBuffered())
+	u.mu.Unlock()
+	return None
+}
+
+func TestSlowReaderBackpressure(t *testing.T) {
+	const capOut, readBuf = 64 << 10, 64 << 10
+	h := &upper{}
+	eng := start(t, h, WithLoops(1), WithWriteBufferCap(capOut), WithReadBufferSize(readBuf))
+	// The flooder sends 8 MiB and never reads. Its writes stall once the
+	// server stops reading it; that is the point, so it runs on its own.
+	flood := dial(t, eng)
+	// A small receive buffer: without it the kernel would soak up
+	// megabytes of our answers before the server had to hold any.
+	flood.SetReadBuffer(16 << 10)
+	flooding := make(chan struct{})
+	go func() {
+		defer close(flooding)
+		flood.SetWriteDeadline(time.Now().Add(1500 * time.Millisecond))
+		flood.Write(append([]byte("^"), bytes.Repeat([]byte("a"), 8<<20)...))
+	}()
+	// Another client on the same loop is still served.
+	other := dial(t, eng)
+	time.Sleep(200 * time.Millisecond)
+	roundTrip(t, other, "OK")
+	<-flooding
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t.Logf("most output pending on one connection: %d bytes", h.maxPending)
+	if h.maxPending == 0 || h.maxPending > capOut+readBuf {
+		t.Fatalf("most output pending was %d bytes; want >0 and at most cap+read buffer = %d", h.maxPending, capOut+readBuf)
+	}
+}
