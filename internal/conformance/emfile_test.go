@@ -1,0 +1,90 @@
+//go:build linux
+
+package conformance
+
+import (
+	"net"
+	"regexp"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"concurrent-servers-go/internal/steptest"
+)
+
+// outOfFDs matches a log line about running out of file descriptors, in
+// whatever words a step chose: its level and the errno's text or name.
+var outOfFDs = regexp.MustCompile(`(?im)^.*(level=(WARN|ERROR)|\[(WARN|ERROR)\]).*(out of resources|too many open files|EMFILE|out of file descriptors).*$`)
+
+// testEMFILE lowers the running server's open-file limit with prlimit(2)
+// to just above the fds it has open, so that a handful of clients exhaust
+// it (a sequential server holds one client at a time, so for it the limit
+// leaves no room at all). Then more clients arrive than fit. The server
+// must log the condition once per burst (once per accept loop), not once
+// per attempt; must not spin (accept failing at once, over and over, is a
+// 100% CPU loop, since the pending connection keeps the listener
+// readable); and must serve again when fds come back.
+//
+// Lowering the limit of the live process, rather than starting it under a
+// low one, keeps the runtime's start-up fds out of the count and lets a
+// sequential server's limit be raised again: only the soft limit is
+// lowered, and a process may always raise its soft limit up to the hard.
+func testEMFILE(t *testing.T, r row, srv *steptest.Server) {
+	pid := srv.PID()
+	hold := 4
+	if !r.concurrent {
+		hold = 0
+	}
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatalf("prlimit: %v", err)
+	}
+	low := unix.Rlimit{Cur: fdLimitFor(t, pid, hold), Max: old.Max}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &low, nil); err != nil {
+		t.Fatalf("prlimit: %v", err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
+				t.Fatalf("prlimit: %v", err)
+			}
+		}
+	}
+	defer restore()
+
+	var conns []*net.TCPConn
+	for range hold + 16 {
+		conns = append(conns, dial(t, srv.Addr, false))
+	}
+	if !srv.WaitLog(outOfFDs, 10*time.Second) {
+		t.Fatalf("with RLIMIT_NOFILE %d and %d clients, no out-of-fds log line within 10s:\n%s", low.Cur, len(conns), srv.Log())
+	}
+	cpu0, t0 := cpuTime(t, pid), time.Now()
+	time.Sleep(2 * time.Second)
+	cpu, wall := cpuTime(t, pid)-cpu0, time.Since(t0)
+	lines := outOfFDs.FindAllString(srv.Log(), -1)
+	t.Logf("saturated for %v: %v CPU (%.0f%%), %d log line(s), first: %s",
+		wall.Round(time.Millisecond), cpu, 100*cpu.Seconds()/wall.Seconds(), len(lines), lines[0])
+	if cpu > wall*30/100 {
+		t.Errorf("server used %v of CPU in %v while out of fds: it spins", cpu, wall.Round(time.Millisecond))
+	}
+	if len(lines) > r.acceptors {
+		t.Errorf("%d out-of-fds log lines in one burst, want at most %d (one per accept loop):\n%s", len(lines), r.acceptors, srv.Log())
+	}
+
+	// Give fds back: clients leave (a sequential server also gets its
+	// limit back, since it holds none of these clients). The server must
+	// notice on its own, within its back-off's longest pause.
+	if !r.concurrent {
+		restore()
+	}
+	for _, c := range conns {
+		c.SetLinger(0)
+		c.Close()
+	}
+	exchange(t, srv.Addr, []byte("^served again$"))
+	restore()
+}
