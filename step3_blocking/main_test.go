@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"concurrent-servers-go/internal/steptest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	steptest.Cleanup()
+	os.Exit(code)
+}
+
+const pkg = "concurrent-servers-go/step3_blocking"
+
+// Three clients at once against the default mode: every session is correct,
+// and they take about three sessions' time, because each waits for the one
+// before it to finish. The ratio is generous (2.5 of 3) so a busy machine
+// cannot make the test flaky.
+func TestBlockingServesOneAtATime(t *testing.T) {
+	srv := steptest.Start(t, pkg)
+	rep := steptest.Sessions(t, srv.Addr, 3)
+	if r := steptest.Ratio(rep); r < 2.5 {
+		t.Fatalf("3 sessions took %v = %.2f sessions; a sequential server needs about 3", rep.Elapsed, r)
+	}
+}
+
+// The lesson, seen from two clients: while the server sits in read() on the
+// first one, the second is connected (the kernel queued it) but gets no '*'
+// and no answer, even though it has already sent a message. Once the first
+// leaves, the second gets its '*' and the answer the kernel kept for it. The
+// trace shows where the server was: blocked in read on the first client's fd.
+func TestSecondClientWaits(t *testing.T) {
+	srv := steptest.Start(t, pkg, "--trace")
+	first := dialAck(t, srv.Addr)
+	second, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if _, err := second.Write([]byte("^abc$")); err != nil {
+		t.Fatal(err)
+	}
+	// The first client is served while the second waits.
+	if _, err := first.Write([]byte("^hello$")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, first, "ifmmp")
+	second.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := second.Read(make([]byte, 1)); n > 0 || !isTimeout(err) {
+		t.Fatalf("second client got %d bytes (%v) while the first was served; want nothing", n, err)
+	}
+	if !srv.WaitLog(regexp.MustCompile(`read returned 7 bytes"\n.*msg="write\(fd \d+, 5 bytes\)...`), 5*time.Second) {
+		t.Fatalf("trace lacks the first client's read and write:\n%s", srv.Log())
+	}
+	first.Close()
+	// Now the server accepts the second client and reads what it sent
+	// long ago.
+	expect(t, second, "*bcd")
+	log := srv.Log()
+	for _, call := range []string{`msg="accept(fd `, `msg="accept returned fd `, `msg="read(fd `, `msg="read returned 0 bytes"`} {
+		if !strings.Contains(log, call) {
+			t.Errorf("trace lacks %q:\n%s", call, log)
+		}
+	}
+}
+
+// With --threads, clients no longer wait for each other.
+func TestThreadsServeAllAtOnce(t *testing.T) {
+	srv := steptest.Start(t, pkg, "--threads")
+	rep := steptest.Sessions(t, srv.Addr, 3)
+	if r := steptest.Ratio(rep); r > 1.5 {
+		t.Fatalf("3 sessions took %v = %.2f sessions; a thread per client needs about 1", rep.Elapsed, r)
+	}
+}
+
+var threadsLine = regexp.MustCompile(`msg="os threads" clients=(\d+) threads=(\d+)`)
+
+// threadsAt returns the last thread count the server logged with exactly
+// the given number of clients, waiting up to 10 s for such a line.
+func threadsAt(t *testing.T, srv *steptest.Server, clients int) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		found := -1
+		for _, m := range threadsLine.FindAllStringSubmatch(srv.Log(), -1) {
+			if c, _ := strconv.Atoi(m[1]); c == clients {
+				found, _ = strconv.Atoi(m[2])
+			}
+		}
+		if found >= 0 {
+			return found
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no thread count logged with clients=%d:\n%s", clients, srv.Log())
+	return 0
+}
+
+// Each idle client in --threads mode holds an OS thread asleep in read(),
+// and the thread goes away with the client. (Linux only: elsewhere the
+// server can only log how many threads were ever created.)
+func TestThreadsCostOneOSThreadEach(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("no /proc: the server cannot count its live threads here")
+	}
+	const n = 8
+	srv := steptest.Start(t, pkg, "--threads")
+	idle := threadsAt(t, srv, 0)
+	var conns []net.Conn
+	for range n {
+		conns = append(conns, dialAck(t, srv.Addr))
+	}
+	busy := threadsAt(t, srv, n)
+	if busy < idle+n {
+		t.Fatalf("%d idle clients: %d threads, %d with none; want at least one more thread per client", n, busy, idle)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	// A locked goroutine that ends takes its thread with it.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if after := threadsAt(t, srv, 0); after <= busy-n {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("threads did not go back down after the clients left:\n%s", srv.Log())
+}
+
+// SIGTERM must stop the server within a second even while a thread is
+// asleep in read() on an idle client and another client waits in the
+// queue: close() would not wake that read, shutdown() does.
+func TestStopWhileClientIdle(t *testing.T) {
+	for name, mode := range map[string][]string{"default": nil, "threads": {"--threads"}} {
+		t.Run(name, func(t *testing.T) {
+			srv := steptest.Start(t, pkg, mode...)
+			idle := dialAck(t, srv.Addr)
+			defer idle.Close()
+			queued, err := net.Dial("tcp", srv.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer queued.Close()
+			time.Sleep(100 * time.Millisecond) // let the server sit in read()
+			stopWithin(t, srv, time.Second)
+			// The idle client sees the server close its side.
+			idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadAll(idle); err != nil {
+				t.Fatalf("idle client: want EOF after the server stopped, got %v", err)
+			}
+		})
+	}
+}
+
+// stopWithin sends SIGTERM and fails unless the server logs "stopped"
+// within d and then exits with status 0. It times the log line rather than
+// the exit because a -race binary sleeps a second at exit (GORACE
+// atexit_sleep_ms) before the process ends.
+func stopWithin(t *testing.T, srv *steptest.Server, d time.Duration) {
+	t.Helper()
+	start := time.Now()
+	srv.Cmd.Process.Signal(syscall.SIGTERM)
+	if !srv.WaitLog(regexp.MustCompile(`msg=stopped`), d) {
+		t.Fatalf("not stopped within %v of SIGTERM:\n%s", d, srv.Log())
+	}
+	t.Logf("stopped in %v", time.Since(start))
+	for deadline := time.Now().Add(5 * time.Second); !srv.Exited() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := srv.Stop(time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A client that shuts its write side (half-close) still receives every
+// byte it is owed before the server closes: here a 1 MiB message, far more
+// than one read or one socket buffer holds.
+func TestHalfClose(t *testing.T) {
+	srv := steptest.Start(t, pkg)
+	halfClose(t, srv.Addr, 1<<20)
+}
+
+func halfClose(t *testing.T, addr string, size int) {
+	t.Helper()
+	c := dialAck(t, addr)
+	defer c.Close()
+	msg := append([]byte{'^'}, bytes.Repeat([]byte{'a'}, size)...)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Write(msg)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		sent <- err
+	}()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("after %d bytes: %v", len(got), err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if want := bytes.Repeat([]byte{'b'}, size); !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes back, want %d 'b's", len(got), size)
+	}
+}
+
+// dialAck connects and waits for the server's '*'.
+func dialAck(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	expect(t, c, "*")
+	return c
+}
+
+// expect reads exactly len(want) bytes from c within 5 s and compares them.
+func expect(t *testing.T, c net.Conn, want string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("want %q: %v (got %q)", want, err, got)
+	}
+	if string(got) != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	c.SetReadDeadline(time.Time{})
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
