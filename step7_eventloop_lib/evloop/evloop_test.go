@@ -208,7 +208,9 @@ func TestStopFlushesPendingOutput(t *testing.T) {
 	h := &blaster{size: size, opened: make(chan struct{}, 1)}
 	boot := make(chan *Engine, 1)
 	done := make(chan error, 1)
-	go func() { done <- Run(context.Background(), &booter{Handler: h, boot: boot}, "127.0.0.1", 0, WithStopTimeout(10*time.Second)) }()
+	go func() {
+		done <- Run(context.Background(), &booter{Handler: h, boot: boot}, "127.0.0.1", 0, WithStopTimeout(10*time.Second))
+	}()
 	eng := <-boot
 	c, err := net.Dial("tcp", eng.Addr().String())
 	if err != nil {

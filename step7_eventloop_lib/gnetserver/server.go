@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"concurrent-servers-go/internal/app"
+	"concurrent-servers-go/internal/protocol"
+	"concurrent-servers-go/internal/sock"
+)
+
+// server is step 7's server.go written against gnet: compare the two files
+// callback by callback.
+type server struct {
+	gnet.BuiltinEventEngine
+	ctx context.Context
+	env *app.Env
+}
+
+func serve(ctx context.Context, env *app.Env, loops int) error {
+	addr := "tcp://" + net.JoinHostPort(env.Host, strconv.Itoa(env.Port))
+	// Without WithReusePort gnet runs a main reactor that accepts and hands
+	// connections to the sub-reactors (evloop picks SO_REUSEPORT instead).
+	// That also keeps --port 0 simple: there is one listener to ask.
+	return gnet.Run(&server{ctx: ctx, env: env}, addr,
+		gnet.WithMulticore(true), gnet.WithNumEventLoop(loops),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLogger(slogger{env.Log}))
+}
+
+// OnBoot learns the bound address (gnet says it only through a duplicate of
+// the listening fd) and ties the engine's Stop to the context.
+func (s *server) OnBoot(eng gnet.Engine) gnet.Action {
+	fd, err := eng.Dup()
+	if err != nil {
+		s.env.Log.Error("dup listener", "err", err)
+		return gnet.Shutdown
+	}
+	sa, err := unix.Getsockname(fd)
+	unix.Close(fd)
+	if err != nil {
+		s.env.Log.Error("getsockname", "err", os.NewSyscallError("getsockname", err))
+		return gnet.Shutdown
+	}
+	s.env.Listening(sock.AddrPort(sa).String())
+	context.AfterFunc(s.ctx, func() { eng.Stop(context.Background()) })
+	return gnet.None
+}
+
+func (s *server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	c.SetContext(new(protocol.Machine))
+	return []byte{protocol.Ack}, gnet.None
+}
+
+// OnTraffic is evloop's, word for word: the answer is built in place over
+// the consumed input, which gnet also lets a handler own until it returns.
+func (s *server) OnTraffic(c gnet.Conn) gnet.Action {
+	m := c.Context().(*protocol.Machine)
+	in, _ := c.Next(-1)
+	out := m.Feed(in[:0], in)
+	if len(out) > 0 {
+		c.Write(out)
+	}
+	return gnet.None
+}
+
+func (s *server) OnClose(c gnet.Conn, err error) gnet.Action {
+	if err != nil {
+		s.env.Log.Debug("connection", "peer", c.RemoteAddr(), "err", err)
+	}
+	return gnet.None
+}
+
+// slogger sends gnet's printf-style log lines to the step's slog logger.
+type slogger struct{ l *slog.Logger }
+
+func (s slogger) Debugf(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) }
+func (s slogger) Infof(f string, a ...any)  { s.l.Info(fmt.Sprintf(f, a...)) }
+func (s slogger) Warnf(f string, a ...any)  { s.l.Warn(fmt.Sprintf(f, a...)) }
+func (s slogger) Errorf(f string, a ...any) { s.l.Error(fmt.Sprintf(f, a...)) }
+
+// Fatalf is gnet's "cannot go on"; it exits as gnet's own logger would.
+func (s slogger) Fatalf(f string, a ...any) {
+	s.l.Error(fmt.Sprintf(f, a...))
+	os.Exit(1)
+}

@@ -1,0 +1,96 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"concurrent-servers-go/internal/protocol"
+	"concurrent-servers-go/internal/steptest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	steptest.Cleanup()
+	os.Exit(code)
+}
+
+// The shared end-to-end test: three classic sessions at once, every one
+// correct, together about one session's time.
+func TestConcurrentSessions(t *testing.T) {
+	srv := steptest.Start(t, "concurrent-servers-go/step7_eventloop_lib")
+	rep := steptest.Sessions(t, srv.Addr, 3)
+	if r := steptest.Ratio(rep); r > 1.5 {
+		t.Fatalf("3 sessions took %v = %.2f sessions; an event loop needs about 1", rep.Elapsed, r)
+	}
+}
+
+// The production reference passes the same test.
+func TestGnetServerSessions(t *testing.T) {
+	srv := steptest.Start(t, "concurrent-servers-go/step7_eventloop_lib/gnetserver")
+	rep := steptest.Sessions(t, srv.Addr, 3)
+	if r := steptest.Ratio(rep); r > 1.5 {
+		t.Fatalf("3 sessions took %v = %.2f sessions on gnet", rep.Elapsed, r)
+	}
+}
+
+// Many clients on two loops, one of them with its loops forced to one, so
+// that a single loop is seen serving them all at once.
+func TestManyClientsOneLoop(t *testing.T) {
+	srv := steptest.Start(t, "concurrent-servers-go/step7_eventloop_lib", "--loops", "1")
+	rep := steptest.Sessions(t, srv.Addr, 200)
+	if r := steptest.Ratio(rep); r > 3 {
+		t.Fatalf("200 sessions took %v = %.2f sessions", rep.Elapsed, r)
+	}
+}
+
+// A client that half-closes right after a long message still gets every
+// answer byte before the server closes: owed bytes are flushed first.
+func TestHalfCloseGetsEveryByte(t *testing.T) {
+	srv := steptest.Start(t, "concurrent-servers-go/step7_eventloop_lib")
+	c, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := append([]byte("^"), bytes.Repeat([]byte("abc"), 1<<20)...)
+	var m protocol.Machine
+	want := append([]byte{protocol.Ack}, m.Feed(nil, msg)...)
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(c); got <- b }()
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("got %d bytes, want %d: the server closed before it had sent everything", len(b), len(want))
+	}
+}
+
+// Garbage, a reset and a flooder that never reads cost nobody else: a
+// classic session run meanwhile is still correct.
+func TestBadPeersCostNothingElse(t *testing.T) {
+	srv := steptest.Start(t, "concurrent-servers-go/step7_eventloop_lib", "--loops", "1")
+	flood, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	flood.(*net.TCPConn).SetReadBuffer(16 << 10)
+	go func() {
+		flood.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		flood.Write(append([]byte("^"), bytes.Repeat([]byte{0xff, '^', 0}, 4<<20)...))
+	}()
+	if rst, err := net.Dial("tcp", srv.Addr); err == nil {
+		rst.Write([]byte("^abc"))
+		rst.(*net.TCPConn).SetLinger(0) // close with RST: the server reads ECONNRESET
+		rst.Close()
+	}
+	steptest.Sessions(t, srv.Addr, 3)
+}
