@@ -39,12 +39,13 @@ func TestGnetServerSessions(t *testing.T) {
 	}
 }
 
-// Many clients on two loops, one of them with its loops forced to one, so
-// that a single loop is seen serving them all at once.
+// Two hundred clients on a single loop, served all at once: about one
+// session's time. 4 leaves room for -race on a busy 2-core machine, where
+// connecting 200 clients alone takes a good part of a session.
 func TestManyClientsOneLoop(t *testing.T) {
 	srv := steptest.Start(t, "concurrent-servers-go/step7_eventloop_lib", "--loops", "1")
 	rep := steptest.Sessions(t, srv.Addr, 200)
-	if r := steptest.Ratio(rep); r > 3 {
+	if r := steptest.Ratio(rep); r > 4 {
 		t.Fatalf("200 sessions took %v = %.2f sessions", rep.Elapsed, r)
 	}
 }
