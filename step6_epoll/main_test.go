@@ -267,7 +267,7 @@ func TestResetMidMessage(t *testing.T) {
 			c.Write(bytes.Repeat([]byte("x"), 100<<10))
 			c.SetLinger(0)
 			c.Close()
-			if !srv.WaitLog(regexp.MustCompile(`msg="connection closed".*err=`), 5*time.Second) {
+			if !srv.WaitLog(regexp.MustCompile(`msg=closing.*err=`), 5*time.Second) {
 				t.Fatalf("no log of the reset:\n%s", srv.Log())
 			}
 			steptest.Sessions(t, srv.Addr, 1)

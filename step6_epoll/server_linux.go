@@ -22,18 +22,19 @@ const (
 	// stay queued in the kernel for the next call, so this bounds the work
 	// of one round, not the number of clients.
 	maxEvents = 256
-	// bufSize is one read(); the answer to it is never longer.
-	bufSize = 16 << 10
+	// bufSize is how much one read takes from one client; the answer to
+	// it is never longer.
+	bufSize = 4096
 	// maxPending bounds the answer bytes a connection may have waiting for
 	// its client to read them. Past it we stop reading from that client
 	// (backpressure), so a client that sends without reading costs us at
 	// most maxPending+bufSize, not its whole upload.
 	maxPending = 64 << 10
 	// maxReads caps the reads one wake-up gives one connection in
-	// edge-triggered mode (128 KiB), and maxAccepts the connections one
+	// edge-triggered mode (64 KiB), and maxAccepts the connections one
 	// wake-up takes from the listener: a client that sends as fast as we
 	// read must not keep the loop from everyone else.
-	maxReads   = 8
+	maxReads   = 16
 	maxAccepts = 64
 )
 
@@ -56,12 +57,12 @@ type conn struct {
 // and the connections it accepted. Nothing in it is shared with another
 // loop, so it needs no lock.
 type loop struct {
-	id   int
-	epfd int
-	lfd  int
-	wfd  int // the eventfd that stops every loop
-	edge bool
-	log  *slog.Logger
+	id     int
+	epfd   int
+	lfd    int
+	wakefd int // the eventfd that stops every loop
+	edge   bool
+	log    *slog.Logger
 
 	// conns is indexed by fd. The kernel hands out the lowest free fd
 	// number, so the table stays dense and a lookup is one index, where
@@ -94,19 +95,19 @@ func serve(ctx context.Context, env *app.Env, cfg config) error {
 	// channel can interrupt. An eventfd is a counter the kernel treats as
 	// a file: registered (level-triggered) in every loop's epoll and never
 	// read, one write makes it readable in all of them for good.
-	wfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		closeAll(lfds)
 		return os.NewSyscallError("eventfd", err)
 	}
-	defer unix.Close(wfd)
+	defer unix.Close(wakefd)
 	wake := func() {
-		sock.Write(wfd, binary.NativeEndian.AppendUint64(nil, 1))
+		sock.Write(wakefd, binary.NativeEndian.AppendUint64(nil, 1))
 	}
 
 	loops := make([]*loop, 0, len(lfds))
 	for i, lfd := range lfds {
-		l, err := newLoop(i, lfd, wfd, cfg.edge, env.Log)
+		l, err := newLoop(i, lfd, wakefd, cfg.edge, env.Log)
 		if err != nil {
 			for _, l := range loops {
 				l.closeAll()
@@ -189,14 +190,14 @@ func closeAll(fds []int) {
 // newLoop creates the loop's epoll instance and puts the listener and the
 // stop eventfd in its interest set. From here on the kernel keeps that set:
 // we describe it once per change, not once per wait as with select().
-func newLoop(id, lfd, wfd int, edge bool, log *slog.Logger) (*loop, error) {
+func newLoop(id, lfd, wakefd int, edge bool, log *slog.Logger) (*loop, error) {
 	// EPOLL_CLOEXEC: a child process must not inherit the epoll fd.
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
 	l := &loop{
-		id: id, epfd: epfd, lfd: lfd, wfd: wfd, edge: edge,
+		id: id, epfd: epfd, lfd: lfd, wakefd: wakefd, edge: edge,
 		log:    log.With("loop", id),
 		events: make([]unix.EpollEvent, maxEvents),
 		buf:    make([]byte, bufSize),
@@ -206,7 +207,7 @@ func newLoop(id, lfd, wfd int, edge bool, log *slog.Logger) (*loop, error) {
 	if err == nil {
 		// The eventfd is level-triggered even in --edge mode: every loop
 		// must see it, and keep seeing it, once it has been written.
-		err = l.ctl(unix.EPOLL_CTL_ADD, wfd, unix.EPOLLIN)
+		err = l.ctl(unix.EPOLL_CTL_ADD, wakefd, unix.EPOLLIN)
 	}
 	if err != nil {
 		unix.Close(epfd) // the caller still owns lfd
@@ -273,7 +274,7 @@ func (l *loop) run() error {
 
 		for _, ev := range l.events[:n] {
 			switch fd := int(ev.Fd); fd {
-			case l.wfd:
+			case l.wakefd:
 				return nil // ctx ended: closeAll runs on the way out
 			case l.lfd:
 				l.acceptReady()
@@ -451,17 +452,15 @@ func (l *loop) settle(c *conn) {
 	switch {
 	case c.err != nil:
 		// A reset costs this connection only.
-		l.log.Info("connection closed", "peer", c.peer, "err", c.err)
-		l.close(c)
+		l.drop(c, c.err)
 	case c.eof && len(c.out) == 0:
 		// The client shut its side and has every answer it is owed.
 		l.log.Debug("peer done", "peer", c.peer)
-		l.close(c)
+		l.drop(c, nil)
 	default:
 		if want := l.interest(c); want != c.events {
 			if err := l.ctl(unix.EPOLL_CTL_MOD, c.fd, want); err != nil {
-				l.log.Warn("connection closed", "peer", c.peer, "err", err)
-				l.close(c)
+				l.drop(c, err)
 				return
 			}
 			c.events = want
@@ -543,7 +542,7 @@ func (l *loop) add(nfd int, sa unix.Sockaddr) {
 	// Bytes that arrived before this call are not lost in edge-triggered
 	// mode: EPOLL_CTL_ADD looks at the socket and reports it if ready.
 	if err := l.ctl(unix.EPOLL_CTL_ADD, nfd, c.events); err != nil {
-		l.log.Warn("connection closed", "peer", c.peer, "err", err)
+		l.log.Warn("closing", "peer", c.peer, "err", err)
 		unix.Close(nfd)
 		return
 	}
@@ -557,12 +556,16 @@ func (l *loop) add(nfd int, sa unix.Sockaddr) {
 	l.log.Debug("peer connected", "peer", c.peer, "fd", nfd)
 }
 
-// close closes a connection. That also removes it from the epoll interest
-// set, because nothing else holds this open socket: we never dup it, and
-// close-on-exec keeps child processes from inheriting it. (epoll watches
-// the open file, not the fd number: if a copy survived, events would keep
-// coming for an fd we no longer own.)
-func (l *loop) close(c *conn) {
+// drop closes a connection and forgets it; err says why, if it was an
+// error. Closing the fd also takes it out of the epoll interest set, because
+// nothing else holds this open socket: we never dup it, and close-on-exec
+// keeps child processes from inheriting it. (epoll watches the open file,
+// not the fd number: if a copy survived, events would keep coming for an fd
+// we no longer own.)
+func (l *loop) drop(c *conn, err error) {
+	if err != nil {
+		l.log.Info("closing", "peer", c.peer, "err", err)
+	}
 	unix.Close(c.fd)
 	l.conns[c.fd] = nil
 	l.open--
@@ -573,7 +576,7 @@ func (l *loop) close(c *conn) {
 func (l *loop) closeAll() {
 	for _, c := range l.conns {
 		if c != nil {
-			l.close(c)
+			l.drop(c, nil)
 		}
 	}
 	unix.Close(l.lfd)
