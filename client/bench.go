@@ -160,9 +160,18 @@ func printBenchText(w io.Writer, o load.BenchOptions, r *load.BenchResult) {
 	fmt.Fprintf(w, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
 		human(f.p50), human(f.p90), human(f.p99), human(f.p999), human(f.m))
 	fmt.Fprintf(w, "  errors      %d\n", r.Errors.Total())
-	fmt.Fprintf(w, "  client CPU  %.0f%% of one core (user %.0f%%, system %.0f%%)\n", 100*f.clientCPU, 100*f.user, 100*f.sys)
+	// CPU per message says who would win on equal cores: the side that
+	// spends less per message can drive the other past its limit.
+	perMsg := func(cores float64) string {
+		if f.msgsPerSec == 0 {
+			return "n/a"
+		}
+		return human(time.Duration(cores / f.msgsPerSec * 1e9))
+	}
+	fmt.Fprintf(w, "  client CPU  %.0f%% of one core (user %.0f%%, system %.0f%%), %s per message\n",
+		100*f.clientCPU, 100*f.user, 100*f.sys, perMsg(f.clientCPU))
 	if r.ServerOK {
-		fmt.Fprintf(w, "  server CPU  %.0f%% of one core (pid %d)\n", 100*f.serverCPU, o.ServerPID)
+		fmt.Fprintf(w, "  server CPU  %.0f%% of one core (pid %d), %s per message\n", 100*f.serverCPU, o.ServerPID, perMsg(f.serverCPU))
 	}
 }
 

@@ -71,6 +71,7 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 		},
 		Action: classic,
 		Commands: []*cli.Command{
+			compareCommand(),
 			benchCommand(),
 		},
 	}

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"concurrent-servers-go/client/procstat"
+	"concurrent-servers-go/client/session"
+)
+
+func compareCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "compare",
+		Usage: "build every step, run the classic session against each, and print a table",
+		Description: "For each step (directories step[0-9]_* of this module) and each N, compare builds the\n" +
+			"server, starts it on a free port, runs N classic sessions at once against it, and\n" +
+			"reports Elapsed, how many sessions were correct, and the server's peak OS threads and\n" +
+			"memory. Every server it started is stopped at the end, also on Ctrl-C.\n\n" +
+			"   go run ./client compare                      # every step, N=5, about 30 s\n" +
+			"   go run ./client compare --steps 1,2 --n 1,5,20 --scale 0.5 --chart elapsed.svg",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "steps", Usage: "which steps, by number or name: 1,2,6 (default: all)"},
+			&cli.StringFlag{Name: "n", Value: "5", Usage: "session counts to run, comma-separated: 1,5,50"},
+			&cli.Float64Flag{Name: "scale", Value: 1,
+				Usage: "time scale of the session: 1 is the original 2.2 s session, 0.1 makes it 0.22 s"},
+			&cli.DurationFlag{Name: "budget", Value: 60 * time.Second,
+				Usage: "longest a single run may take; a run predicted to take longer (a sequential step at large N) is skipped"},
+			&cli.BoolFlag{Name: "force", Usage: "run even the runs predicted to exceed --budget (each is still cut off at 2x its prediction)"},
+			&cli.BoolFlag{Name: "markdown", Usage: "print the table in Markdown, for the docs"},
+			&cli.StringFlag{Name: "chart", Usage: "also draw Elapsed against N per step into this file (.svg or .png)"},
+			&cli.StringFlag{Name: "root", Usage: "the module's root directory (default: found with `go env GOMOD`)"},
+		},
+		OnUsageError: onUsageError("compare"),
+		Action:       compare,
+	}
+}
+
+// row is one line of the table: one step at one N.
+type row struct {
+	step    step
+	n       int
+	elapsed time.Duration
+	correct int
+	threads int
+	rss     int64
+	note    string // why there are no numbers: build failure, skipped, ...
+
+	startFailed bool
+}
+
+func compare(c *cli.Context) error {
+	const cmd = "compare"
+	ns, err := parseInts(c.String("n"))
+	if err != nil || len(ns) == 0 {
+		return usageErr(cmd, "--n %q: want positive counts such as 1,5,50", c.String("n"))
+	}
+	for _, n := range ns {
+		if n > 5000 {
+			return usageErr(cmd, "--n %d: at most 5000 sessions per run (one process may open 20000 files)", n)
+		}
+	}
+	scale, budget := c.Float64("scale"), c.Duration("budget")
+	if scale <= 0 || scale > 10 {
+		return usageErr(cmd, "--scale %v: want above 0 and at most 10", scale)
+	}
+	if budget <= 0 {
+		return usageErr(cmd, "--budget must be above 0")
+	}
+	chart := c.String("chart")
+	if ext := strings.ToLower(filepath.Ext(chart)); chart != "" && ext != ".svg" && ext != ".png" {
+		return usageErr(cmd, "--chart %q: the file name must end in .svg or .png", chart)
+	}
+
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	root := c.String("root")
+	if root == "" {
+		if root, err = moduleRoot(ctx); err != nil {
+			return failErr(cmd, "%v", err)
+		}
+	}
+	steps, err := findSteps(ctx, root)
+	if err != nil {
+		return failErr(cmd, "%v", err)
+	}
+	if steps, err = pickSteps(steps, c.String("steps")); err != nil {
+		return usageErr(cmd, "%v", err)
+	}
+	dir, err := os.MkdirTemp("", "client-compare-")
+	if err != nil {
+		return failErr(cmd, "%v", err)
+	}
+	defer os.RemoveAll(dir)
+
+	total := 0
+	for range steps {
+		for _, n := range ns {
+			total += n
+		}
+	}
+	bar := newProgress(c.App.ErrWriter, "compare", int64(total), "sessions")
+	var sessionsDone atomic.Int64
+
+	var rows []row
+	failed := false
+	for _, s := range steps {
+		if ctx.Err() != nil {
+			break
+		}
+		bin := ""
+		if s.err == nil {
+			bin, s.err = s.build(ctx, root, dir)
+		}
+		if s.err != nil {
+			// One line for the step, whatever the Ns: it cannot run at all.
+			if ctx.Err() == nil {
+				rows = append(rows, row{step: s, note: s.err.Error()})
+				failed = true
+			}
+			var all int64
+			for _, n := range ns {
+				all += int64(n)
+			}
+			bar.set(sessionsDone.Add(all))
+			continue
+		}
+		serial := strings.Contains(strings.ToLower(s.model), "sequential")
+		for _, n := range ns {
+			if ctx.Err() != nil {
+				break
+			}
+			r := runOne(ctx, s, bin, n, scale, budget, serial, c.Bool("force"), func() { bar.set(sessionsDone.Add(1)) })
+			if r.startFailed {
+				// It will not start for the next N either: one line.
+				r.n = 0
+				rows = append(rows, r)
+				failed = true
+				break
+			}
+			// A step that took about N sessions' time for N >= 2 serves one
+			// client at a time, whatever its name says: predict its larger
+			// runs from that.
+			if r.n >= 2 && r.elapsed > time.Duration(float64(r.n)*0.7*float64(session.Duration(scale))) {
+				serial = true
+			}
+			if r.failed() {
+				failed = true
+			}
+			if r.elapsed == 0 {
+				bar.set(sessionsDone.Add(int64(n))) // nothing ran: skip its share
+			}
+			rows = append(rows, r)
+		}
+	}
+	bar.done()
+
+	if c.Bool("markdown") {
+		printCompareMarkdown(c.App.Writer, rows, scale)
+	} else {
+		printCompareText(c.App.Writer, rows, scale)
+	}
+	if chart != "" && ctx.Err() == nil {
+		if err := drawChart(chart, rows, scale); err != nil {
+			return failErr(cmd, "chart: %v", err)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "chart written to %s\n", chart)
+	}
+	if ctx.Err() != nil {
+		return cli.Exit("client compare: interrupted; every server it started has been stopped", 130)
+	}
+	if failed {
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+// failed is a row that could not run or got wrong answers; a skipped run
+// is not a failure.
+func (r row) failed() bool {
+	return r.correct < r.n && !strings.HasPrefix(r.note, "skipped")
+}
+
+// runOne starts a fresh server for one (step, N) so that its peak threads
+// and memory belong to this run alone, runs the sessions, and stops it.
+// serial says the step serves one client at a time, so that N sessions
+// take N sessions' time; a step that does so unannounced is still cut off
+// by the time-out below.
+func runOne(ctx context.Context, s step, bin string, n int, scale float64, budget time.Duration, serial, force bool, onDone func()) row {
+	r := row{step: s, n: n}
+	one := session.Duration(scale)
+	predicted := one
+	if serial {
+		predicted = time.Duration(n) * one
+	}
+	if predicted > budget && !force {
+		r.note = fmt.Sprintf("skipped: one client at a time, would take about %v > --budget %v (add --force)",
+			predicted.Round(time.Second), budget)
+		return r
+	}
+	srv, err := startServer(ctx, bin)
+	if err != nil {
+		r.note, r.startFailed = "start failed: "+err.Error(), ctx.Err() == nil
+		return r
+	}
+	defer srv.stop()
+	peak := procstat.Sample(srv.pid(), 50*time.Millisecond)
+	rep := session.Run(ctx, session.Options{
+		Addr: srv.addr, N: n, Scale: scale,
+		Timeout: max(2*predicted, predicted+10*time.Second),
+		OnDone:  func(session.Result) { onDone() },
+	})
+	r.threads, r.rss, _ = peak.Stop()
+	r.elapsed = rep.Elapsed
+	r.correct = n - rep.Failed()
+	if lines := rep.Summary(); len(lines) > 0 {
+		r.note = lines[0]
+	}
+	return r
+}
+
+// pickSteps keeps the steps named in spec (numbers or names).
+func pickSteps(all []step, spec string) ([]step, error) {
+	if strings.TrimSpace(spec) == "" {
+		return all, nil
+	}
+	var out []step
+	for w := range strings.SplitSeq(spec, ",") {
+		w = strings.TrimSpace(w)
+		i := slices.IndexFunc(all, func(s step) bool { return strconv.Itoa(s.num) == w || s.name == w })
+		if i < 0 {
+			var have []string
+			for _, s := range all {
+				have = append(have, s.name)
+			}
+			return nil, fmt.Errorf("--steps: no step %q here (have %s)", w, strings.Join(have, ", "))
+		}
+		if !slices.ContainsFunc(out, func(s step) bool { return s.name == all[i].name }) {
+			out = append(out, all[i])
+		}
+	}
+	slices.SortFunc(out, func(a, b step) int { return a.num - b.num })
+	return out, nil
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for w := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad count %q", w)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (r row) cells(scale float64) []string {
+	if r.n == 0 {
+		// The step could not run at all: say why in place of its numbers.
+		return []string{r.step.name, r.note}
+	}
+	if r.elapsed == 0 {
+		return []string{r.step.name, r.step.model, strconv.Itoa(r.n), "-", "-", "-", "-"}
+	}
+	return []string{r.step.name, r.step.model, strconv.Itoa(r.n),
+		strconv.FormatFloat(r.elapsed.Seconds(), 'f', 2, 64) + " s",
+		fmt.Sprintf("%d/%d", r.correct, r.n),
+		strconv.Itoa(r.threads),
+		fmt.Sprintf("%.1f MiB", float64(r.rss)/(1<<20)),
+	}
+}
+
+var compareHeader = []string{"STEP", "MODEL", "N", "ELAPSED", "CORRECT", "THREADS", "PEAK RSS"}
+
+func printCompareText(w io.Writer, rows []row, scale float64) {
+	fmt.Fprintf(w, "classic session: %v alone (--scale %v); THREADS and PEAK RSS are the server's peaks\n",
+		session.Duration(scale), scale)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(compareHeader, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r.cells(scale), "\t"))
+	}
+	tw.Flush()
+	for _, r := range rows {
+		if r.note != "" && r.n > 0 {
+			fmt.Fprintf(w, "%s N=%d: %s\n", r.step.name, r.n, r.note)
+		}
+	}
+}
+
+func printCompareMarkdown(w io.Writer, rows []row, scale float64) {
+	fmt.Fprintf(w, "One classic session takes %v alone (`--scale %v`). Threads and RSS are the server's peaks.\n\n",
+		session.Duration(scale), scale)
+	h := []string{"step", "model", "N", "Elapsed", "correct", "OS threads", "peak RSS"}
+	fmt.Fprintln(w, "| "+strings.Join(h, " | ")+" |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		cells := r.cells(scale)
+		switch {
+		case r.n == 0:
+			cells = []string{r.step.name, r.step.model, "", r.note, "", "", ""}
+		case r.note != "" && r.elapsed == 0:
+			cells[3] = r.note
+		}
+		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
+	}
+}

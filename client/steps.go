@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// A step as compare finds it: a directory step<digit>_* at the module root
+// holding a main package, whose package doc names its model.
+type step struct {
+	num   int    // 1 for step1_sequential
+	name  string // "step1_sequential"
+	pkg   string // import path
+	model string // "a sequential server", from "Step 1: a sequential server."
+	err   error  // go list's complaint, if the package is broken
+}
+
+// moduleRoot is the directory of the go.mod that `go` sees from here.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %v (is the go command installed?)", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside a Go module: run compare from the concurrent-servers-go checkout, or pass --root")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+var stepDir = regexp.MustCompile(`^step([0-9])_\w+$`)
+
+// findSteps lists the steps under root with `go list`, which reads each
+// package's name and doc without building it.
+func findSteps(ctx context.Context, root string) ([]step, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() && stepDir.MatchString(e.Name()) {
+			dirs = append(dirs, "./"+e.Name())
+		}
+	}
+	if len(dirs) == 0 {
+		return nil, fmt.Errorf("no step[0-9]_* directories in %s", root)
+	}
+	// -e reports a broken package in .Error instead of failing the list.
+	args := append([]string{"list", "-e", "-f", "{{.Dir}}\t{{.ImportPath}}\t{{.Name}}\t{{.Doc}}\t{{with .Error}}{{.Err}}{{end}}"}, dirs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil && len(out) == 0 {
+		return nil, fmt.Errorf("go list: %v: %s", err, firstLine(stderr.String()))
+	}
+	var steps []step
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.SplitN(sc.Text(), "\t", 5)
+		if len(f) < 5 {
+			continue
+		}
+		name := filepath.Base(f[0])
+		m := stepDir.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		s := step{name: name, pkg: f[1], model: model(f[3])}
+		s.num, _ = strconv.Atoi(m[1])
+		switch {
+		case strings.Contains(f[4], "no Go files"):
+			continue // a directory someone is still creating
+		case f[4] != "":
+			s.err = errors.New(firstLine(f[4]))
+		case f[2] != "main":
+			continue // a library, not a server
+		}
+		steps = append(steps, s)
+	}
+	return steps, nil
+}
+
+// model turns "Step 1: a sequential server." into "a sequential server".
+func model(doc string) string {
+	if _, rest, ok := strings.Cut(doc, ": "); ok && strings.HasPrefix(doc, "Step ") {
+		doc = rest
+	}
+	return strings.TrimSuffix(strings.TrimSpace(doc), ".")
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// build compiles a step into dir and returns the binary's path.
+func (s step) build(ctx context.Context, root, dir string) (string, error) {
+	bin := filepath.Join(dir, s.name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, s.pkg)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		msg := firstLine(string(out))
+		// go build prints "# pkg" before the first compiler error.
+		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) > 1 && strings.HasPrefix(lines[0], "#") {
+			msg = lines[1]
+		}
+		return "", fmt.Errorf("build failed: %s", msg)
+	}
+	return bin, nil
+}
+
+// server is a step binary we started.
+type server struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan struct{}
+
+	mu  sync.Mutex
+	log []string // last lines of its stderr, for error messages
+}
+
+var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// startServer runs bin on a free port and waits for the line that says
+// where it listens.
+func startServer(ctx context.Context, bin string, args ...string) (*server, error) {
+	cmd := exec.Command(bin, append([]string{"--port", "0"}, args...)...)
+	dieWithParent(cmd)
+	pr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{cmd: cmd, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			s.mu.Lock()
+			s.log = append(s.log, line)
+			if len(s.log) > 20 {
+				s.log = s.log[1:]
+			}
+			s.mu.Unlock()
+			if m := listeningLine.FindStringSubmatch(line); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, pr)
+		cmd.Wait()
+		close(s.done)
+	}()
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case s.addr = <-addr:
+		return s, nil
+	case <-s.done:
+		return nil, fmt.Errorf("exited before listening (%v): %s", cmd.ProcessState, s.lastLog())
+	case <-t.C:
+		s.stop()
+		return nil, errors.New("did not log 'listening addr=' within 10s")
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+}
+
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+func (s *server) lastLog() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.log) == 0 {
+		return "no output"
+	}
+	return s.log[len(s.log)-1]
+}
+
+// stop asks the server to stop (SIGTERM, which every step handles), and
+// kills it if it is still there after a grace period.
+func (s *server) stop() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(3 * time.Second)
+	defer t.Stop()
+	select {
+	case <-s.done:
+	case <-t.C:
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
