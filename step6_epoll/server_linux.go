@@ -239,7 +239,9 @@ func (l *loop) listenEvents() uint32 {
 func (l *loop) interest(c *conn) uint32 {
 	var ev uint32
 	if !c.eof && len(c.out) < maxPending {
-		// EPOLLRDHUP: also wake us when the client shuts its side.
+		// EPOLLRDHUP: also wake us when the client shuts its side. After
+		// EOF we ask for neither: both stay true for good, and level-
+		// triggered epoll would report them on every single wait.
 		ev |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
 	if len(c.out) > 0 {
