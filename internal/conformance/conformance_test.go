@@ -4,6 +4,7 @@ package conformance
 
 import (
 	"bytes"
+	"flag"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -15,6 +16,23 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// The cases spend most of their time waiting on a server (a session's
+	// pauses, a 2 s CPU sample, a 500 ms "must not be served" window), not
+	// on the CPU, so they overlap well beyond -parallel's default of one
+	// per core. An explicit -parallel wins.
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", "8")
+	}
+	// A race-enabled program sleeps a second at exit (atexit_sleep_ms, so
+	// other threads can still report races); every case stops a server,
+	// so that second would cost the suite minutes. The servers still
+	// report races; GORACE set by the caller wins.
+	if _, ok := os.LookupEnv("GORACE"); !ok {
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	code := m.Run()
 	steptest.Cleanup()
 	os.Exit(code)
@@ -66,7 +84,7 @@ func TestConformance(t *testing.T) {
 						return
 					}
 					exchange(t, srv.Addr, []byte("^warm-up$"))
-					base := fdCount(t, srv.PID())
+					base := fds(t, srv.PID())
 					c.run(t, r, srv)
 					if t.Failed() {
 						return

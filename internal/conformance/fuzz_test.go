@@ -1,0 +1,62 @@
+//go:build linux
+
+package conformance
+
+import (
+	"testing"
+
+	"concurrent-servers-go/internal/steptest"
+)
+
+// FuzzLive sends a fuzzed byte stream, cut into fuzzed chunks (one write
+// each), to live event-loop servers (step6 in both trigger modes and with
+// two loops, step7 and its gnet reference), half-closes, and compares what
+// comes back with the reference protocol.Machine. The seed corpus runs with
+// every `go test`; to search for more, one worker per core:
+//
+//	go test ./internal/conformance -run '^$' -fuzz FuzzLive -fuzztime 2m
+//
+// Every fuzz worker starts its own servers. (The machine itself is fuzzed
+// against a plain reference in internal/protocol: FuzzMachine.)
+func FuzzLive(f *testing.F) {
+	var names, addrs []string
+	for _, name := range []string{"step6", "step6-edge", "step6-loops2", "step7", "step7-gnet"} {
+		if r := rowNamed(name); r.exists() {
+			names = append(names, name)
+			addrs = append(addrs, steptest.Start(f, r.pkg(), r.args...).Addr)
+		}
+	}
+	if len(addrs) == 0 {
+		f.Skip("neither step6_epoll nor step7_eventloop_lib is in this checkout yet")
+	}
+	for _, ex := range examples {
+		f.Add([]byte(ex.send), []byte{0})
+	}
+	f.Add(allExamples(), []byte{2, 0, 7, 1})
+	f.Add([]byte{'^', 0xff, '$', '^', 0, '^', '$'}, []byte{})
+	f.Add([]byte("garbage before ^a message$ and after^"), []byte{5, 5, 5, 5, 5, 5})
+	f.Fuzz(func(t *testing.T, data, cuts []byte) {
+		if len(data) > 64<<10 {
+			data = data[:64<<10]
+		}
+		// Each cut byte is the next chunk's length minus one; what is
+		// left after the cuts is the last chunk.
+		var chunks [][]byte
+		rest := data
+		for _, c := range cuts {
+			if len(rest) == 0 {
+				break
+			}
+			n := min(int(c)+1, len(rest))
+			chunks, rest = append(chunks, rest[:n]), rest[n:]
+		}
+		if len(rest) > 0 {
+			chunks = append(chunks, rest)
+		}
+		for i, addr := range addrs {
+			if err := converse(dialer(false), addr, chunks...); err != nil {
+				t.Fatalf("%s, %d bytes in %d writes: %v", names[i], len(data), len(chunks), err)
+			}
+		}
+	})
+}
