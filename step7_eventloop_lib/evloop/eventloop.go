@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,15 +66,32 @@ func (l *loop) run() error {
 		l.nextSweep = l.now.Add(idle / 2)
 	}
 	l.evs = make([]event, 0, maxEvents)
+	busy := false
 	for {
+		// Poll before sleeping. Right after a round with events, more are
+		// likely ready, so ask with a zero timeout: epoll_wait then returns
+		// at once, a short syscall the runtime handles cheaply. Only when
+		// that finds nothing do we yield to other goroutines once and then
+		// block. A blocking epoll_wait is dearer in Go than in C: while
+		// we sleep the runtime gives our P to another thread, and getting
+		// one back on wake-up costs a thread switch. gnet does the same.
+		msec := l.timeout()
+		if busy {
+			msec = 0
+		}
 		var err error
-		if l.evs, err = l.p.wait(l.evs, l.timeout()); err != nil {
+		if l.evs, err = l.p.wait(l.evs, msec); err != nil {
 			return err
 		}
+		if busy && len(l.evs) == 0 {
+			runtime.Gosched()
+		}
+		busy = len(l.evs) > 0
 		l.now = time.Now()
 		for _, ev := range l.evs {
 			switch {
 			case ev.fd == l.p.efd:
+				l.nWake.Add(1)
 				l.runTasks()
 			case ev.fd == l.lfd:
 				l.accept()
@@ -338,7 +356,12 @@ func (l *loop) exit() {
 			l.closeConn(c, ErrStopTimeout)
 		}
 	}
+	// done is set under the queue's lock: after this, no enqueue touches
+	// the eventfd, which is closed below and whose number the kernel may
+	// give to a new socket at once.
+	l.mu.Lock()
 	l.done.Store(true)
+	l.mu.Unlock()
 	l.runTasks() // tasks queued before done was set still get their answer
 	if l.lfd >= 0 {
 		unix.Close(l.lfd)
@@ -348,19 +371,17 @@ func (l *loop) exit() {
 
 // enqueue hands a task to the loop from any goroutine. The atomic flag
 // merges wake-ups: a hundred AsyncWrites before the loop wakes cost one
-// eventfd write, not a hundred.
+// eventfd write, not a hundred. The write happens under the lock so that it
+// can never race with exit closing the eventfd.
 func (l *loop) enqueue(t task) error {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.done.Load() {
-		l.mu.Unlock()
 		return ErrEngineStopped
 	}
 	l.tasks = append(l.tasks, t)
-	l.mu.Unlock()
 	if l.notified.CompareAndSwap(false, true) {
-		if err := l.p.wake(); err != nil {
-			return err
-		}
+		return l.p.wake()
 	}
 	return nil
 }
@@ -370,7 +391,6 @@ func (l *loop) enqueue(t task) error {
 func (l *loop) runTasks() {
 	l.p.drainWake()
 	l.notified.Store(false)
-	l.nWake.Add(1)
 	l.mu.Lock()
 	tasks := l.tasks
 	l.tasks, l.spare = l.spare[:0], nil
