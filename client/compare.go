@@ -228,6 +228,9 @@ func runOne(ctx context.Context, s step, bin string, n int, scale float64, budge
 	if lines := rep.Summary(); len(lines) > 0 {
 		r.note = lines[0]
 	}
+	if ctx.Err() != nil {
+		r.note = "interrupted (Ctrl-C): sessions cut short"
+	}
 	return r
 }
 

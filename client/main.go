@@ -73,6 +73,7 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 		Commands: []*cli.Command{
 			compareCommand(),
 			benchCommand(),
+			holdCommand(),
 		},
 	}
 }

@@ -94,6 +94,21 @@ func dialAck(ctx context.Context, local net.IP, addr string, timeout time.Durati
 	return conn, nil
 }
 
+// Probe connects once and waits for the '*', so that a tool can say in
+// one line that no server is there before it opens thousands of
+// connections. A server busy with other clients may delay the '*' past
+// timeout; that is reported too.
+func Probe(ctx context.Context, addr string, timeout time.Duration) error {
+	conn, err := dialAck(ctx, nil, addr, timeout)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("connection refused: is a server listening on %s?", addr)
+		}
+		return fmt.Errorf("%s: %v", addr, err)
+	}
+	return conn.Close()
+}
+
 // ErrNoAck marks a connection whose server never sent a correct '*'.
 var ErrNoAck = errors.New("no ack")
 

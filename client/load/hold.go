@@ -1,0 +1,90 @@
+package load
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// HoldOptions configures Hold, one process's share of a hold run.
+type HoldOptions struct {
+	Host   string
+	Ports  []int
+	Conns  int      // connections this process opens
+	Offset int      // index of its first connection in the whole run
+	Local  []net.IP // source addresses; nil lets the kernel choose
+	// Dialing bounds the connect() calls in flight. A burst of thousands
+	// overflows the server's accept queue, and a dropped SYN costs its
+	// client a one-second retransmit.
+	Dialing        int
+	ConnectTimeout time.Duration // connect plus the '*'
+}
+
+// Held is the connections a Hold opened, kept open until Close.
+type Held struct {
+	conns     []net.Conn
+	Connected int
+	Errors    Errors
+}
+
+// Close closes every held connection.
+func (h *Held) Close() {
+	for _, c := range h.conns {
+		c.Close()
+	}
+	h.conns = nil
+}
+
+// Hold opens o.Conns connections, waiting for each one's '*', and keeps
+// them. Connection g (counting from o.Offset across every process) goes
+// from source g % len(Local) to port (g / len(Local)) % len(Ports), so
+// every (source, port) pair gets its share of the ephemeral ports.
+// progress, if set, is called as connections succeed or fail.
+func Hold(ctx context.Context, o HoldOptions, progress func(connected, failed int)) *Held {
+	h := &Held{conns: make([]net.Conn, 0, o.Conns)}
+	var mu sync.Mutex
+	var ok, bad atomic.Int64
+	slots := make(chan struct{}, max(o.Dialing, 1))
+	var wg sync.WaitGroup
+	for i := range o.Conns {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		g := o.Offset + i
+		var local net.IP
+		srcs := 1
+		if len(o.Local) > 0 {
+			local, srcs = o.Local[g%len(o.Local)], len(o.Local)
+		}
+		addr := net.JoinHostPort(o.Host, strconv.Itoa(o.Ports[(g/srcs)%len(o.Ports)]))
+		wg.Go(func() {
+			defer func() { <-slots }()
+			conn, err := dialAck(ctx, local, addr, o.ConnectTimeout)
+			mu.Lock()
+			if err != nil {
+				h.Errors.add(err)
+			} else {
+				h.conns = append(h.conns, conn)
+			}
+			mu.Unlock()
+			if err != nil {
+				bad.Add(1)
+			} else {
+				ok.Add(1)
+			}
+			if progress != nil {
+				progress(int(ok.Load()), int(bad.Load()))
+			}
+		})
+	}
+	wg.Wait()
+	h.Connected = len(h.conns)
+	return h
+}
