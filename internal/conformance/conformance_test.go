@@ -349,7 +349,7 @@ func testSigterm(t *testing.T, r row, srv *steptest.Server) {
 	}
 	grace := time.Second
 	if steptest.RaceEnabled {
-		grace = 3 * time.Second // the race runtime's exit work on a busy machine
+		grace = 2 * time.Second // the race runtime's exit work on a busy machine
 	}
 	start := time.Now()
 	if err := srv.Stop(grace); err != nil {
