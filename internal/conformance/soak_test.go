@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
+	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,8 +34,10 @@ const soakPhase = 5 * time.Minute
 
 // TestSoak is opt-in, too long for CI:
 //
-//	go test ./internal/conformance -run Soak -soak -v -timeout 30m
+//	taskset -c 1 go test ./internal/conformance -run Soak -soak -v -timeout 30m
 //
+// (taskset keeps the load generator on CPU 1; the servers are pinned to
+// CPU 0.)
 // Against step6 (one loop) and step7 (its default loops), each on a fresh
 // server: first 100k short connections, 64 at a time, each a whole
 // conversation (ack, a message, half-close, every answer, EOF); then 10k
@@ -46,26 +51,41 @@ const soakPhase = 5 * time.Minute
 // without -race: it measures the servers as learners run them.
 func TestSoak(t *testing.T) {
 	if !*soak {
-		t.Skip("opt-in: go test ./internal/conformance -run Soak -soak -v -timeout 30m")
+		t.Skip("opt-in: taskset -c 1 go test ./internal/conformance -run Soak -soak -v -timeout 30m")
 	}
 	var lines []string
 	for _, name := range []string{"step6", "step7"} {
 		r := rowNamed(name)
 		t.Run(name, func(t *testing.T) {
-			srv := r.start(t)
+			srv := startPinned(t, r)
 			s := soakShortConns(t, srv.Addr, *soakShort)
 			h := soakHeldConns(t, srv, *soakHeld)
 			hwm := status(t, srv.PID(), "VmHWM")
 			lines = append(lines, fmt.Sprintf("| %s | %d | %d | %.0f | %d | %d | %v | %.1f MiB | %.1f MiB |",
-				r.dir+" "+fmt.Sprint(r.args), s.n, s.failed, float64(s.n)/s.elapsed.Seconds(),
+				strings.Join(append([]string{r.dir}, r.args...), " "), s.n, s.failed, float64(s.n)/s.elapsed.Seconds(),
 				h.n, h.failed, h.elapsed.Round(time.Millisecond), float64(h.rss)/1024, float64(hwm)/1024))
 			for _, e := range append(s.errs, h.errs...) {
 				t.Errorf("%s", e)
 			}
 		})
 	}
-	t.Logf("\n| server | short conns | failed | conns/s | held conns | failed | held phase | RSS, all held | peak RSS |\n|---|---|---|---|---|---|---|---|---|\n%s",
-		joinLines(lines))
+	t.Logf("\n%s, %d CPUs, %s, race detector %v:\n\n| server | short conns | failed | conns/s | held conns | failed | held phase | RSS, all held | peak RSS |\n|---|---|---|---|---|---|---|---|---|\n%s",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), steptest.RaceEnabled, joinLines(lines))
+}
+
+// startPinned starts r's server pinned to CPU 0 with taskset, when there
+// are two CPUs or more and taskset exists, so that it and the load
+// generator (run the test under `taskset -c 1`) do not share a core.
+func startPinned(t *testing.T, r row) *steptest.Server {
+	r.present(t)
+	bin := steptest.Build(t, r.pkg())
+	args := append([]string{"--port", "0"}, r.args...)
+	if ts, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() >= 2 {
+		t.Logf("server pinned to CPU 0 (taskset)")
+		// taskset execs the server, so the process id stays the server's.
+		return steptest.StartCmd(t, exec.Command(ts, append([]string{"-c", "0", bin}, args...)...))
+	}
+	return steptest.StartCmd(t, exec.Command(bin, args...))
 }
 
 func joinLines(l []string) string {
