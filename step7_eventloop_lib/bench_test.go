@@ -76,6 +76,12 @@ func BenchmarkEcho(b *testing.B) {
 					b.ReportMetric(r.Latency.P50*1e6, "p50-µs")
 					b.ReportMetric(r.Latency.P99*1e6, "p99-µs")
 					b.ReportMetric(r.ServerCPU, "server-cores")
+					// The server's CPU time per message: what the library
+					// costs, even when the load generator, not the
+					// server, limits the throughput.
+					if r.MsgsPerS > 0 {
+						b.ReportMetric(r.ServerCPU/r.MsgsPerS*1e6, "server-µs/msg")
+					}
 				})
 			}
 		}

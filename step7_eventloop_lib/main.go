@@ -13,7 +13,9 @@ package main
 
 import (
 	"context"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -31,6 +33,8 @@ func main() {
 				Usage: "event loops, each with its own epoll and listener"},
 			&cli.DurationFlag{Name: "idle-timeout",
 				Usage: "close connections silent for this long (0: never)"},
+			&cli.StringFlag{Name: "cpuprofile",
+				Usage: "write a CPU profile to this file (read it with go tool pprof)"},
 		},
 		Run: func(ctx context.Context, env *app.Env) error {
 			loops, idle := env.CLI.Int("loops"), env.CLI.Duration("idle-timeout")
@@ -40,9 +44,30 @@ func main() {
 			if idle < 0 {
 				return cli.Exit("step7_eventloop_lib: --idle-timeout must be >= 0 (see --help)", 2)
 			}
+			if path := env.CLI.String("cpuprofile"); path != "" {
+				stop, err := profile(path)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			return evloop.Run(ctx, &server{env: env}, env.Host, env.Port,
 				evloop.WithLoops(loops), evloop.WithIdleTimeout(idle),
 				evloop.WithStopTimeout(500*time.Millisecond), evloop.WithLogger(env.Log))
 		},
 	})
+}
+
+// profile starts a CPU profile, the tool the chapter uses to see where the
+// two libraries spend their time, and returns the function that ends it.
+func profile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

@@ -123,7 +123,7 @@ func (s *squareServer) OnTraffic(c *evloop.Conn) evloop.Action {
 		var sq int
 		c.QueueWork(
 			func(context.Context) { time.Sleep(10 * time.Millisecond); sq = n * n }, // on a worker
-			func(c *evloop.Conn) { fmt.Fprintf(writer{c}, "%d\n", sq) },            // on the loop
+			func(c *evloop.Conn) { fmt.Fprintf(writer{c}, "%d\n", sq) },             // on the loop
 		)
 	}
 	return evloop.None

@@ -9,7 +9,9 @@ package main
 
 import (
 	"context"
+	"os"
 	"runtime"
+	"runtime/pprof"
 
 	"github.com/urfave/cli/v2"
 
@@ -23,13 +25,36 @@ func main() {
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "loops", Value: runtime.NumCPU(),
 				Usage: "gnet event loops (sub-reactors) behind its accepting main reactor"},
+			&cli.StringFlag{Name: "cpuprofile",
+				Usage: "write a CPU profile to this file (read it with go tool pprof)"},
 		},
 		Run: func(ctx context.Context, env *app.Env) error {
 			loops := env.CLI.Int("loops")
 			if loops < 1 {
 				return cli.Exit("gnetserver: --loops must be >= 1 (see --help)", 2)
 			}
+			if path := env.CLI.String("cpuprofile"); path != "" {
+				stop, err := profile(path)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			return serve(ctx, env, loops)
 		},
 	})
+}
+
+// profile starts a CPU profile, the tool the chapter uses to see where the
+// two libraries spend their time, and returns the function that ends it.
+func profile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
