@@ -69,24 +69,29 @@ func TestSoak(t *testing.T) {
 			}
 		})
 	}
-	t.Logf("\n%s, %d CPUs, %s, race detector %v:\n\n| server | short conns | failed | conns/s | held conns | failed | held phase | RSS, all held | peak RSS |\n|---|---|---|---|---|---|---|---|---|\n%s",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), steptest.RaceEnabled, joinLines(lines))
+	t.Logf("\n%s, %s, race detector %v, %s, load generator on %d CPU(s):\n\n| server | short conns | failed | conns/s | held conns | failed | held phase | RSS, all held | peak RSS |\n|---|---|---|---|---|---|---|---|---|\n%s",
+		time.Now().UTC().Format("2006-01-02"), runtime.Version(), steptest.RaceEnabled, pinned, runtime.NumCPU(), joinLines(lines))
 }
 
-// startPinned starts r's server pinned to CPU 0 with taskset, when there
-// are two CPUs or more and taskset exists, so that it and the load
-// generator (run the test under `taskset -c 1`) do not share a core.
+// startPinned starts r's server pinned to CPU 0 with taskset, when
+// taskset exists, so that it and the load generator (run the test under
+// `taskset -c 1`) do not share a core. A server that sizes itself by
+// runtime.NumCPU (step7's loops) then sees one CPU.
 func startPinned(t *testing.T, r row) *steptest.Server {
 	r.present(t)
 	bin := steptest.Build(t, r.pkg())
 	args := append([]string{"--port", "0"}, r.args...)
-	if ts, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() >= 2 {
-		t.Logf("server pinned to CPU 0 (taskset)")
+	if ts, err := exec.LookPath("taskset"); err == nil {
+		pinned = "server on CPU 0 (taskset)"
 		// taskset execs the server, so the process id stays the server's.
 		return steptest.StartCmd(t, exec.Command(ts, append([]string{"-c", "0", bin}, args...)...))
 	}
+	pinned = "server not pinned (no taskset)"
 	return steptest.StartCmd(t, exec.Command(bin, args...))
 }
+
+// pinned says where startPinned put the servers, for the table's heading.
+var pinned string
 
 func joinLines(l []string) string {
 	var s string
