@@ -41,7 +41,7 @@ func compareCommand() *cli.Command {
 			&cli.BoolFlag{Name: "force", Usage: "run even the runs predicted to exceed --budget (each is still cut off at 2x its prediction)"},
 			&cli.BoolFlag{Name: "markdown", Usage: "print the table in Markdown, for the docs"},
 			&cli.StringFlag{Name: "chart", Usage: "also draw Elapsed against N per step into this file (.svg or .png)"},
-			&cli.StringFlag{Name: "root", Usage: "the module's root directory (default: found with `go env GOMOD`)"},
+			&cli.StringFlag{Name: "root", Usage: "the module's root directory (default: the one the go command finds from here)"},
 		},
 		OnUsageError: onUsageError("compare"),
 		Action:       compare,

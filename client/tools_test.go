@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,3 +53,42 @@ func oneLine(t *testing.T, s, want string) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestParseSources(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                      "[]",
+		"3":                     "[127.0.0.1 127.0.0.2 127.0.0.3]",
+		"127.0.0.254-127.0.1.1": "[127.0.0.254 127.0.0.255 127.0.1.0 127.0.1.1]",
+		"127.0.0.5, 127.0.0.9":  "[127.0.0.5 127.0.0.9]",
+		"127.0.0.2-127.0.0.2":   "[127.0.0.2]",
+	} {
+		ips, err := parseSources(in)
+		if err != nil || fmt.Sprint(ips) != want {
+			t.Errorf("parseSources(%q) = %v, %v; want %s", in, ips, err, want)
+		}
+	}
+	for _, bad := range []string{"0", "255", "127.0.0.9-127.0.0.1", "x", "127.0.0.1-::1"} {
+		if ips, err := parseSources(bad); err == nil {
+			t.Errorf("parseSources(%q) = %v, want an error", bad, ips)
+		}
+	}
+}
+
+// Progress bars are for people: never drawn into a pipe or a file.
+func TestProgressOffWithoutTerminal(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if isTerminal(int(w.Fd())) {
+		t.Fatal("a pipe is not a terminal")
+	}
+	p := newProgress(w, "test", 10, "things")
+	p.set(5)
+	p.done()
+	if p.bar != nil {
+		t.Fatal("a bar was drawn into a pipe")
+	}
+}
