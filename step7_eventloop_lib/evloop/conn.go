@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,8 +25,9 @@ type Conn struct {
 	rest []byte // input left unconsumed by the last OnTraffic; nil if none
 	out  []byte // output the kernel did not take yet; nil if none
 
-	active time.Time // last read or write progress, for the idle sweep
-	err    error     // a write failed: close after the callback returns
+	active time.Time    // last read or write progress, for the idle sweep
+	err    error        // a write failed: close after the callback returns
+	jobs   atomic.Int32 // QueueWork jobs not yet done: answers still owed
 
 	reading  bool // we still want input (false after FIN, Close or Stop)
 	peerDone bool // the peer shut its write side
@@ -130,12 +132,16 @@ func (c *Conn) flush() {
 			c.out = nil // give the memory back: an idle conn holds none
 		}
 	}
-	if len(c.out) == 0 && c.closing {
+	if c.closing && c.owesNothing() {
 		c.l.closeConn(c, nil)
 		return
 	}
 	c.updateInterest()
 }
+
+// owesNothing reports whether c may close now: no output pending and no
+// job in the pool whose answer would be lost.
+func (c *Conn) owesNothing() bool { return len(c.out) == 0 && c.jobs.Load() == 0 }
 
 // updateInterest tells epoll what this connection waits for now. Writable
 // only while output is pending: a socket is writable nearly all the time,
@@ -196,17 +202,30 @@ func (c *Conn) Wake() error {
 
 // QueueWork runs work on the engine's worker pool, off every loop, and then
 // done on c's loop, where it may Write the result: libuv's uv_queue_work.
-// work gets a context that ends when the engine stops, so long work can
-// give up. done is skipped if c closed in the meantime. Any goroutine may
-// call QueueWork; it returns ErrPoolFull when the queue is full.
+// Inside done, Peek, Next and Discard see the input still buffered, as in
+// OnTraffic. work gets a context that ends when the engine stops, so long
+// work can give up. done is skipped if c closed in the meantime. Any
+// goroutine may call QueueWork; it returns ErrPoolFull when the queue is
+// full.
+//
+// A job in flight is an answer still owed: a peer that half-closes, and
+// the idle timeout, wait for it.
 func (c *Conn) QueueWork(work func(ctx context.Context), done func(c *Conn)) error {
-	return c.l.eng.pool.submit(func(ctx context.Context) {
+	c.jobs.Add(1)
+	err := c.l.eng.pool.submit(func(ctx context.Context) {
 		work(ctx)
 		c.l.enqueue(task{c: c, fn: func(c *Conn) {
+			c.jobs.Add(-1)
 			if !c.closed {
+				c.in = c.rest
 				done(c)
+				c.l.keepRest(c)
 				c.l.after(c, None)
 			}
 		}})
 	})
+	if err != nil {
+		c.jobs.Add(-1)
+	}
+	return err
 }

@@ -232,7 +232,7 @@ func (l *loop) read(c *Conn) {
 		// every byte we owe it goes out before we close (half-close).
 		c.peerDone = true
 		c.reading = false
-		if len(c.out) == 0 {
+		if c.owesNothing() {
 			l.closeConn(c, nil)
 		} else {
 			c.closing = true
@@ -254,6 +254,12 @@ func (l *loop) read(c *Conn) {
 // traffic runs OnTraffic over c.in and then keeps what it left unconsumed.
 func (l *loop) traffic(c *Conn) {
 	act := l.eng.h.OnTraffic(c)
+	l.keepRest(c)
+	l.after(c, act)
+}
+
+// keepRest keeps the input a callback left unconsumed, in c's own buffer.
+func (l *loop) keepRest(c *Conn) {
 	switch {
 	case len(c.in) == 0:
 		c.rest = nil // idle again: hold no input memory
@@ -269,7 +275,6 @@ func (l *loop) traffic(c *Conn) {
 	if len(c.rest) > l.eng.opts.inboundCap && c.err == nil {
 		c.err = ErrInboundFull
 	}
-	l.after(c, act)
 }
 
 // after applies what a callback (or a write inside it) asked for.
@@ -278,11 +283,11 @@ func (l *loop) after(c *Conn, act Action) {
 	case c.closed:
 	case c.err != nil:
 		l.closeConn(c, c.err)
-	case act == Close || (c.closing && len(c.out) == 0):
-		if len(c.out) == 0 {
+	case act == Close || (c.closing && c.owesNothing()):
+		if c.owesNothing() {
 			l.closeConn(c, nil)
 		} else {
-			c.closing = true // flush first; close when the output is gone
+			c.closing = true // flush first; close when nothing is owed
 			c.reading = false
 			c.updateInterest()
 		}
@@ -316,7 +321,7 @@ func (l *loop) sweep() {
 	idle := l.eng.opts.idle
 	l.nextSweep = l.now.Add(idle / 2)
 	for _, c := range l.conns {
-		if c != nil && l.now.Sub(c.active) >= idle {
+		if c != nil && l.now.Sub(c.active) >= idle && c.jobs.Load() == 0 {
 			l.closeConn(c, ErrIdle)
 		}
 	}
@@ -339,7 +344,7 @@ func (l *loop) beginDrain() {
 		if c == nil {
 			continue
 		}
-		if len(c.out) == 0 {
+		if c.owesNothing() {
 			l.closeConn(c, nil)
 		} else {
 			c.reading, c.closing = false, true

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -67,6 +68,25 @@ func TestAnswers(t *testing.T) {
 		if err != nil || strings.TrimSuffix(got, "\n") != w {
 			t.Fatalf("got %q, %v; want %q", got, err, w)
 		}
+	}
+}
+
+// A client that sends its numbers and half-closes at once (printf | nc
+// does) still gets every answer: a check in the pool is an answer owed,
+// and the server waits for it before closing.
+func TestHalfCloseWaitsForOwedAnswers(t *testing.T) {
+	srv := steptest.Start(t, "concurrent-servers-go/step7_eventloop_lib/isprime", "--offload")
+	c, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c.Write([]byte("10000000000000061\n4\n7\n"))
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "prime\nnot prime\nprime\n" {
+		t.Fatalf("got %q, %v; want three answers, then EOF", got, err)
 	}
 }
 

@@ -71,8 +71,8 @@ func (s *server) OnTraffic(c *evloop.Conn) evloop.Action {
 }
 
 // queue hands the check to the worker pool and returns to the loop at once.
-// done runs back on the loop: it writes the answer and wakes the connection
-// so that lines that came in meanwhile are served.
+// done runs back on the loop: it writes the answer and goes on with the
+// lines that came in meanwhile, which done sees buffered as OnTraffic does.
 func (s *server) queue(c *evloop.Conn, st *conn, n uint64) {
 	var prime bool
 	var err error
@@ -83,7 +83,9 @@ func (s *server) queue(c *evloop.Conn, st *conn, n uint64) {
 			return // the engine is stopping
 		}
 		c.Write(answer(prime))
-		c.Wake()
+		if s.OnTraffic(c) == evloop.Close {
+			c.Close()
+		}
 	}
 	st.busy = true
 	if qerr := c.QueueWork(work, done); qerr != nil {
