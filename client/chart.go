@@ -30,7 +30,7 @@ func drawChart(path string, rows []row, scale float64) error {
 		if r.elapsed == 0 {
 			continue
 		}
-		name := r.step.name
+		name := r.step.title()
 		if _, ok := pts[name]; !ok {
 			order = append(order, name)
 		}

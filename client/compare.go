@@ -33,6 +33,8 @@ func compareCommand() *cli.Command {
 			"   go run ./client compare --steps 1,2 --n 1,5,20 --scale 0.5 --chart elapsed.svg",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "steps", Usage: "which steps, by number or name: 1,2,6 (default: all)"},
+			&cli.StringSliceFlag{Name: "with",
+				Usage: "also run a step with extra server flags, as its own rows: --with '3 --threads' --with '6 --edge'"},
 			&cli.StringFlag{Name: "n", Value: "5", Usage: "session counts to run, comma-separated: 1,5,50"},
 			&cli.Float64Flag{Name: "scale", Value: 1,
 				Usage: "time scale of the session: 1 is the original 2.2 s session, 0.1 makes it 0.22 s"},
@@ -96,7 +98,11 @@ func compare(c *cli.Context) error {
 	if err != nil {
 		return failErr(cmd, "%v", err)
 	}
-	if steps, err = pickSteps(steps, c.String("steps")); err != nil {
+	all := steps
+	if steps, err = pickSteps(all, c.String("steps")); err != nil {
+		return usageErr(cmd, "%v", err)
+	}
+	if steps, err = addVariants(all, steps, c.StringSlice("with")); err != nil {
 		return usageErr(cmd, "%v", err)
 	}
 	dir, err := os.MkdirTemp("", "client-compare-")
@@ -116,13 +122,15 @@ func compare(c *cli.Context) error {
 
 	var rows []row
 	failed := false
+	bins := map[string]string{} // step name -> binary, built once
 	for _, s := range steps {
 		if ctx.Err() != nil {
 			break
 		}
-		bin := ""
-		if s.err == nil {
+		bin, built := bins[s.name]
+		if s.err == nil && !built {
 			bin, s.err = s.build(ctx, root, dir)
+			bins[s.name] = bin
 		}
 		if s.err != nil {
 			// One line for the step, whatever the Ns: it cannot run at all.
@@ -137,12 +145,20 @@ func compare(c *cli.Context) error {
 			bar.set(sessionsDone.Add(all))
 			continue
 		}
-		serial := strings.Contains(strings.ToLower(s.model), "sequential")
+		m := &seriality{known: strings.Contains(strings.ToLower(s.model), "sequential")}
+		m.serial = m.known
 		for _, n := range ns {
 			if ctx.Err() != nil {
 				break
 			}
-			r := runOne(ctx, s, bin, n, scale, budget, serial, c.Bool("force"), func() { bar.set(sessionsDone.Add(1)) })
+			one := session.Duration(scale)
+			if !m.known && time.Duration(n)*one > budget && !c.Bool("force") {
+				// Would this run blow the budget? Only if the step serves
+				// one client at a time: two sessions tell, in at most two
+				// sessions' time.
+				m.learn(runOne(ctx, s, bin, 2, scale, budget, false, true, func() {}), scale)
+			}
+			r := runOne(ctx, s, bin, n, scale, budget, m.serial, c.Bool("force"), func() { bar.set(sessionsDone.Add(1)) })
 			if r.startFailed {
 				// It will not start for the next N either: one line.
 				r.n = 0
@@ -150,12 +166,7 @@ func compare(c *cli.Context) error {
 				failed = true
 				break
 			}
-			// A step that took about N sessions' time for N >= 2 serves one
-			// client at a time, whatever its name says: predict its larger
-			// runs from that.
-			if r.n >= 2 && r.elapsed > time.Duration(float64(r.n)*0.7*float64(session.Duration(scale))) {
-				serial = true
-			}
+			m.learn(r, scale)
 			if r.failed() {
 				failed = true
 			}
@@ -187,6 +198,22 @@ func compare(c *cli.Context) error {
 	return nil
 }
 
+// seriality is what compare knows of whether a step serves one client at a
+// time, so that N sessions take N sessions' time.
+type seriality struct {
+	known, serial bool
+}
+
+// learn reads a run of N >= 2 sessions: about N sessions' time means one
+// client at a time, whatever the step's name says.
+func (m *seriality) learn(r row, scale float64) {
+	if r.n < 2 || r.elapsed == 0 || r.correct < r.n {
+		return
+	}
+	m.known = true
+	m.serial = r.elapsed > time.Duration(float64(r.n)*0.7*float64(session.Duration(scale)))
+}
+
 // failed is a row that could not run or got wrong answers; a skipped run
 // is not a failure.
 func (r row) failed() bool {
@@ -210,7 +237,7 @@ func runOne(ctx context.Context, s step, bin string, n int, scale float64, budge
 			predicted.Round(time.Second), budget)
 		return r
 	}
-	srv, err := startServer(ctx, bin)
+	srv, err := startServer(ctx, bin, s.args...)
 	if err != nil {
 		r.note, r.startFailed = "start failed: "+err.Error(), ctx.Err() == nil
 		return r
@@ -258,6 +285,32 @@ func pickSteps(all []step, spec string) ([]step, error) {
 	return out, nil
 }
 
+// addVariants adds, after each step's own entry, the variants --with asks
+// for: the same binary started with extra flags.
+func addVariants(all, steps []step, with []string) ([]step, error) {
+	for _, w := range with {
+		f := strings.Fields(w)
+		if len(f) < 2 {
+			return nil, fmt.Errorf("--with %q: want a step and its flags, such as '3 --threads'", w)
+		}
+		picked, err := pickSteps(all, f[0])
+		if err != nil {
+			return nil, err
+		}
+		v := picked[0]
+		v.args = f[1:]
+		i := len(steps)
+		for j, s := range steps {
+			if s.num > v.num {
+				i = j
+				break
+			}
+		}
+		steps = slices.Insert(steps, i, v)
+	}
+	return steps, nil
+}
+
 func parseInts(s string) ([]int, error) {
 	var out []int
 	for w := range strings.SplitSeq(s, ",") {
@@ -273,12 +326,12 @@ func parseInts(s string) ([]int, error) {
 func (r row) cells(scale float64) []string {
 	if r.n == 0 {
 		// The step could not run at all: say why in place of its numbers.
-		return []string{r.step.name, r.note}
+		return []string{r.step.title(), r.note}
 	}
 	if r.elapsed == 0 {
-		return []string{r.step.name, r.step.model, strconv.Itoa(r.n), "-", "-", "-", "-"}
+		return []string{r.step.title(), r.step.model, strconv.Itoa(r.n), "-", "-", "-", "-"}
 	}
-	return []string{r.step.name, r.step.model, strconv.Itoa(r.n),
+	return []string{r.step.title(), r.step.model, strconv.Itoa(r.n),
 		strconv.FormatFloat(r.elapsed.Seconds(), 'f', 2, 64) + " s",
 		fmt.Sprintf("%d/%d", r.correct, r.n),
 		strconv.Itoa(r.threads),
@@ -299,7 +352,7 @@ func printCompareText(w io.Writer, rows []row, scale float64) {
 	tw.Flush()
 	for _, r := range rows {
 		if r.note != "" && r.n > 0 {
-			fmt.Fprintf(w, "%s N=%d: %s\n", r.step.name, r.n, r.note)
+			fmt.Fprintf(w, "%s N=%d: %s\n", r.step.title(), r.n, r.note)
 		}
 	}
 }
@@ -314,7 +367,7 @@ func printCompareMarkdown(w io.Writer, rows []row, scale float64) {
 		cells := r.cells(scale)
 		switch {
 		case r.n == 0:
-			cells = []string{r.step.name, r.step.model, "", r.note, "", "", ""}
+			cells = []string{r.step.title(), r.step.model, "", r.note, "", "", ""}
 		case r.note != "" && r.elapsed == 0:
 			cells[3] = r.note
 		}

@@ -15,13 +15,13 @@ func TestCompareSteps1And2(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two steps")
 	}
-	code, out, errs := runClient(t, "compare", "--steps", "2,1", "--n", "3", "--scale", "0.1")
+	code, out, errs := runClient(t, "compare", "--steps", "2,1", "--with", "1 --log-level warn", "--n", "3", "--scale", "0.1")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
-	rows := regexp.MustCompile(`(?m)^(step\d_\w+)\s.*\s(\d+)\s+([\d.]+) s\s+(\d+)/(\d+)\s+(\d+)\s+([\d.]+) MiB$`).FindAllStringSubmatch(out, -1)
-	if len(rows) != 2 || rows[0][1] != "step1_sequential" || rows[1][1] != "step2_thread_per_conn" {
-		t.Fatalf("want a row for step1 then step2, got:\n%s", out)
+	rows := regexp.MustCompile(`(?m)^(step\d_\w+(?: --log-level warn)?)\s{2,}.*\s(\d+)\s+([\d.]+) s\s+(\d+)/(\d+)\s+(\d+)\s+([\d.]+) MiB$`).FindAllStringSubmatch(out, -1)
+	if len(rows) != 3 || rows[0][1] != "step1_sequential" || rows[1][1] != "step1_sequential --log-level warn" || rows[2][1] != "step2_thread_per_conn" {
+		t.Fatalf("want rows for step1, step1 with --log-level warn, then step2, got:\n%s", out)
 	}
 	for _, r := range rows {
 		if r[2] != "3" || r[4] != "3" || r[5] != "3" || r[6] == "0" {
@@ -29,7 +29,7 @@ func TestCompareSteps1And2(t *testing.T) {
 		}
 	}
 	// Three sessions of 0.22 s: about 0.66 s in turn, 0.22 s at once.
-	if seq, conc := rows[0][3], rows[1][3]; !(atof(t, seq) > 1.8*atof(t, conc)) {
+	if seq, conc := rows[0][3], rows[2][3]; !(atof(t, seq) > 1.8*atof(t, conc)) {
 		t.Fatalf("sequential took %s s, concurrent %s s: want a clear gap", seq, conc)
 	}
 }
@@ -76,6 +76,8 @@ func TestCompareBadFlags(t *testing.T) {
 		{"compare", "--chart", "out.gif"},
 		{"compare", "--steps", "42", "--root", ".."},
 		{"compare", "--what"},
+		{"compare", "--with", "2", "--root", ".."},
+		{"compare", "--with", "9 --x", "--root", ".."},
 	} {
 		code, _, errs := runClient(t, args...)
 		if code != 2 {

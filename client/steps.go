@@ -26,6 +26,12 @@ type step struct {
 	pkg   string // import path
 	model string // "a sequential server", from "Step 1: a sequential server."
 	err   error  // go list's complaint, if the package is broken
+	args  []string // extra server flags, for a variant such as step3 --threads
+}
+
+// title names the step in tables and charts, with its flags if any.
+func (s step) title() string {
+	return strings.Join(append([]string{s.name}, s.args...), " ")
 }
 
 // moduleRoot is the directory of the go.mod that `go` sees from here.
@@ -147,6 +153,7 @@ var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // where it listens.
 func startServer(ctx context.Context, bin string, args ...string) (*server, error) {
 	cmd := exec.Command(bin, append([]string{"--port", "0"}, args...)...)
+	cmd.Stdout = io.Discard
 	dieWithParent(cmd)
 	pr, err := cmd.StderrPipe()
 	if err != nil {
