@@ -33,6 +33,10 @@ type conn struct {
 	eof  bool   // the client shut its write side: close once out is empty
 }
 
+// wantRead says whether to ask c for input: not after the client's end of
+// stream, and not while it owes too much (backpressure).
+func (c *conn) wantRead() bool { return !c.eof && len(c.out) < maxPending }
+
 // server is one goroutine's view of every fd it polls.
 type server struct {
 	lfd      int
@@ -121,7 +125,7 @@ func (s *server) accept() bool {
 // it. Either call may find nothing to do (EAGAIN) or do only part of it (a
 // short write): conn keeps the rest for the next sweep.
 func (s *server) handle(c *conn) (busy bool) {
-	if !c.eof && len(c.out) < maxPending {
+	if c.wantRead() {
 		n, err := sock.Read(c.fd, s.buf)
 		switch {
 		case err == unix.EAGAIN:
