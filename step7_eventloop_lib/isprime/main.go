@@ -18,7 +18,6 @@ package main
 
 import (
 	"context"
-	"runtime"
 
 	"github.com/urfave/cli/v2"
 
@@ -35,8 +34,8 @@ func main() {
 				Usage: "check numbers in the worker pool instead of on the event loop"},
 			&cli.IntFlag{Name: "loops", Value: 1,
 				Usage: "event loops; one, like libuv's default loop, makes the stall easy to see"},
-			&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(),
-				Usage: "worker pool goroutines for --offload"},
+			&cli.IntFlag{Name: "workers", Value: 4,
+				Usage: "worker pool goroutines for --offload (libuv's default is 4 too); with 1, a small number waits behind a big one"},
 		},
 		Run: func(ctx context.Context, env *app.Env) error {
 			loops, workers := env.CLI.Int("loops"), env.CLI.Int("workers")
