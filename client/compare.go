@@ -325,8 +325,9 @@ func parseInts(s string) ([]int, error) {
 
 func (r row) cells(scale float64) []string {
 	if r.n == 0 {
-		// The step could not run at all: say why in place of its numbers.
-		return []string{r.step.title(), r.note}
+		// The step could not run at all: say why after its empty cells.
+		// As the line's last cell the note does not widen any column.
+		return []string{r.step.title(), r.step.model, "-", "-", "-", "-", "-", r.note}
 	}
 	if r.elapsed == 0 {
 		return []string{r.step.title(), r.step.model, strconv.Itoa(r.n), "-", "-", "-", "-"}
