@@ -21,11 +21,11 @@ import (
 // A step as compare finds it: a directory step<digit>_* at the module root
 // holding a main package, whose package doc names its model.
 type step struct {
-	num   int    // 1 for step1_sequential
-	name  string // "step1_sequential"
-	pkg   string // import path
-	model string // "a sequential server", from "Step 1: a sequential server."
-	err   error  // go list's complaint, if the package is broken
+	num   int      // 1 for step1_sequential
+	name  string   // "step1_sequential"
+	pkg   string   // import path
+	model string   // "a sequential server", from "Step 1: a sequential server."
+	err   error    // go list's complaint, if the package is broken
 	args  []string // extra server flags, for a variant such as step3 --threads
 }
 
