@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
@@ -181,6 +182,8 @@ func printBenchMarkdown(w io.Writer, o load.BenchOptions, r *load.BenchResult) {
 	if r.ServerOK {
 		srv = fmt.Sprintf("%.0f%%", 100*f.serverCPU)
 	}
+	fmt.Fprintln(w, machineLine(os.Args[1:]))
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| conns | size | pipeline | msgs/s | MB/s | p50 | p90 | p99 | p99.9 | errors | client CPU | server CPU |")
 	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	fmt.Fprintf(w, "| %d | %d | %d | %.0f | %.2f | %s | %s | %s | %s | %d | %.0f%% | %s |\n",

@@ -179,7 +179,7 @@ func compare(c *cli.Context) error {
 	bar.done()
 
 	if c.Bool("markdown") {
-		printCompareMarkdown(c.App.Writer, rows, scale)
+		printCompareMarkdown(c.App.Writer, rows, scale, os.Args[1:])
 	} else {
 		printCompareText(c.App.Writer, rows, scale)
 	}
@@ -358,7 +358,8 @@ func printCompareText(w io.Writer, rows []row, scale float64) {
 	}
 }
 
-func printCompareMarkdown(w io.Writer, rows []row, scale float64) {
+func printCompareMarkdown(w io.Writer, rows []row, scale float64, args []string) {
+	fmt.Fprintln(w, machineLine(args))
 	fmt.Fprintf(w, "One classic session takes %v alone (`--scale %v`). Threads and RSS are the server's peaks.\n\n",
 		session.Duration(scale), scale)
 	h := []string{"step", "model", "N", "Elapsed", "correct", "OS threads", "peak RSS"}

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -151,4 +154,22 @@ func digits(v float64) int {
 		return 1
 	}
 	return 2
+}
+
+// machineLine says where and when numbers were measured, for the line the
+// docs put above every table: CPUs, CPU model, OS, Go version, date, and
+// the command that printed them.
+func machineLine(args []string) string {
+	cpu := ""
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(data)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = " (" + strings.TrimSpace(v) + ")"
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("Measured on %d CPUs%s, %s/%s, %s, %s, with `client %s`.",
+		runtime.NumCPU(), cpu, runtime.GOOS, runtime.GOARCH, runtime.Version(),
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), strings.Join(args, " "))
 }
