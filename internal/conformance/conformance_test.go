@@ -20,9 +20,11 @@ func TestMain(m *testing.M) {
 	// The cases spend most of their time waiting on a server (a session's
 	// pauses, a 2 s CPU sample, a 500 ms "must not be served" window), not
 	// on the CPU, so they overlap well beyond -parallel's default of one
-	// per core. An explicit -parallel wins.
+	// per core. An explicit -parallel wins, and so does fuzzing, where
+	// -parallel is the number of worker processes (each starts its own
+	// servers).
 	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" || f.Name == "test.fuzz" })
 	if !set {
 		flag.Set("test.parallel", "8")
 	}

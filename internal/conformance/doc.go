@@ -8,7 +8,7 @@
 //	go test ./internal/conformance                      # the suite, every step
 //	go test ./internal/conformance -run 'Conformance/step6'  # one step's rows
 //	go test ./internal/conformance -run Soak -soak -v -timeout 20m  # the soak run
-//	go test ./internal/conformance -run '^$' -fuzz FuzzLive -fuzztime 1m
+//	go test ./internal/conformance -run '^$' -fuzz FuzzLive -fuzztime 2m
 //
 // Each row of the table (steps_test.go) is one server configuration: a step
 // and the arguments of one of its modes. Each case runs against a fresh

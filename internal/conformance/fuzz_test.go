@@ -3,10 +3,15 @@
 package conformance
 
 import (
+	"flag"
+	"strings"
 	"testing"
 
 	"concurrent-servers-go/internal/steptest"
 )
+
+var fuzzRows = flag.String("fuzz-rows", "step6,step6-edge,step6-loops2,step7,step7-gnet",
+	"the rows FuzzLive talks to, comma-separated")
 
 // FuzzLive sends a fuzzed byte stream, cut into fuzzed chunks (one write
 // each), to live event-loop servers (step6 in both trigger modes and with
@@ -15,12 +20,16 @@ import (
 // every `go test`; to search for more, one worker per core:
 //
 //	go test ./internal/conformance -run '^$' -fuzz FuzzLive -fuzztime 2m
+//	go test ./internal/conformance -run '^$' -fuzz FuzzLive -fuzz-rows step6-edge
 //
-// Every fuzz worker starts its own servers. (The machine itself is fuzzed
+// Every fuzz worker starts its own servers. When the fuzzer finds a new
+// interesting input it spends up to -fuzzminimizetime (60 s by default)
+// shrinking it, and the exec count stands still meanwhile; add
+// -fuzzminimizetime 5s to keep it moving. (The machine itself is fuzzed
 // against a plain reference in internal/protocol: FuzzMachine.)
 func FuzzLive(f *testing.F) {
 	var names, addrs []string
-	for _, name := range []string{"step6", "step6-edge", "step6-loops2", "step7", "step7-gnet"} {
+	for _, name := range strings.Split(*fuzzRows, ",") {
 		if r := rowNamed(name); r.exists() {
 			names = append(names, name)
 			addrs = append(addrs, steptest.Start(f, r.pkg(), r.args...).Addr)
