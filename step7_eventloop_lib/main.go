@@ -51,9 +51,20 @@ func main() {
 				}
 				defer stop()
 			}
-			return evloop.Run(ctx, &server{env: env}, env.Host, env.Port,
+			s := &server{env: env}
+			err := evloop.Run(ctx, s, env.Host, env.Port,
 				evloop.WithLoops(loops), evloop.WithIdleTimeout(idle),
 				evloop.WithStopTimeout(500*time.Millisecond), evloop.WithLogger(env.Log))
+			if s.eng != nil {
+				// The library's counters, one line per loop: how evenly
+				// SO_REUSEPORT spread the clients, and how often other
+				// goroutines had to wake a loop.
+				for i, st := range s.eng.Stats() {
+					env.Log.Info("loop stats", "loop", i, "accepted", st.Accepted,
+						"bytes_in", st.BytesIn, "bytes_out", st.BytesOut, "wakeups", st.Wakeups)
+				}
+			}
+			return err
 		},
 	})
 }

@@ -7,9 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
+	"concurrent-servers-go/client/procstat"
 	"concurrent-servers-go/internal/protocol"
 	"concurrent-servers-go/internal/steptest"
 )
@@ -94,4 +98,47 @@ func TestBadPeersCostNothingElse(t *testing.T) {
 		rst.Close()
 	}
 	steptest.Sessions(t, srv.Addr, 3)
+}
+
+// Out of file descriptors (RLIMIT_NOFILE 32, set by prlimit): the clients
+// past the limit wait in the accept queue. The library logs EMFILE once per
+// burst, takes the listener out of epoll for the back-off instead of
+// spinning on it, and serves the waiting clients once fds come back.
+func TestEMFILE(t *testing.T) {
+	srv := steptest.StartCmd(t, exec.Command("prlimit", "--nofile=32",
+		steptest.Build(t, "concurrent-servers-go/step7_eventloop_lib"), "--port", "0"))
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 40 {
+		c, err := net.DialTimeout("tcp", srv.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	if !srv.WaitLog(regexp.MustCompile(`out of resources.*too many open files`), 5*time.Second) {
+		t.Fatalf("no EMFILE log:\n%s", srv.Log())
+	}
+	before, err := procstat.CPU(srv.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	after, _ := procstat.CPU(srv.PID())
+	if used := after - before; used > 300*time.Millisecond {
+		t.Fatalf("server used %v of CPU in 1 s while out of fds: spinning", used)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	steptest.Sessions(t, srv.Addr, 3)
+	// One line per burst per loop; a line per attempt would be dozens.
+	if n := strings.Count(srv.Log(), "out of resources"); n > 4 {
+		t.Fatalf("EMFILE logged %d times, want once per burst:\n%s", n, srv.Log())
+	}
 }

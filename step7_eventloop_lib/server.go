@@ -14,9 +14,11 @@ import (
 type server struct {
 	evloop.BuiltinHandler
 	env *app.Env
+	eng *evloop.Engine // for its counters, once Run returns
 }
 
 func (s *server) OnBoot(eng *evloop.Engine) evloop.Action {
+	s.eng = eng
 	s.env.Listening(eng.Addr().String())
 	s.env.Log.Debug("engine up", "loops", eng.Loops())
 	return evloop.None
