@@ -14,7 +14,7 @@ import (
 // about epoll itself. The message says where to go instead, so a learner on
 // a Mac reads one line rather than a compile error.
 func serve(context.Context, *app.Env, config) error {
-	return errors.New("step6_epoll needs Linux epoll, and this is " + runtime.GOOS +
+	return errors.New("this step needs Linux epoll, and this is " + runtime.GOOS +
 		"; on macOS run it in a Linux VM or container (docker run -it --rm -v \"$PWD\":/src -w /src golang go run ./step6_epoll), " +
 		"or use step5_select, which runs here")
 }
