@@ -7,9 +7,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
@@ -122,15 +124,15 @@ func compare(c *cli.Context) error {
 
 	var rows []row
 	failed := false
-	bins := map[string]string{} // step name -> binary, built once
+	bins := buildAll(ctx, root, dir, steps)
 	for _, s := range steps {
 		if ctx.Err() != nil {
 			break
 		}
-		bin, built := bins[s.name]
-		if s.err == nil && !built {
-			bin, s.err = s.build(ctx, root, dir)
-			bins[s.name] = bin
+		b := bins[s.name]
+		bin := b.bin
+		if s.err == nil {
+			s.err = b.err
 		}
 		if s.err != nil {
 			// One line for the step, whatever the Ns: it cannot run at all.
@@ -196,6 +198,36 @@ func compare(c *cli.Context) error {
 		return cli.Exit("", 1)
 	}
 	return nil
+}
+
+type built struct {
+	bin string
+	err error
+}
+
+// buildAll builds every step once, as many at a time as there are CPUs:
+// the go command's cache makes most of a build a link, which uses one.
+func buildAll(ctx context.Context, root, dir string, steps []step) map[string]built {
+	out := map[string]built{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, runtime.NumCPU())
+	for _, s := range steps {
+		if _, dup := out[s.name]; dup || s.err != nil {
+			continue
+		}
+		out[s.name] = built{}
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			bin, err := s.build(ctx, root, dir)
+			mu.Lock()
+			out[s.name] = built{bin, err}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // seriality is what compare knows of whether a step serves one client at a
