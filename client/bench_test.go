@@ -12,6 +12,7 @@ import (
 // /proc/PID/io counts the bytes the server passed to write(), and besides
 // the answers it wrote only one '*' per connection.
 func TestBenchCountsWhatTheServerAnswered(t *testing.T) {
+	t.Parallel()
 	srv := steptest.Start(t, step2)
 	before, err := procstat.WrittenBytes(srv.PID())
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 // per connection a '*' and 10 answer bytes, plus one '*' for the probe
 // churn makes first.
 func TestChurnCountsConnections(t *testing.T) {
+	t.Parallel()
 	srv := steptest.Start(t, step2)
 	before, err := procstat.WrittenBytes(srv.PID())
 	if err != nil {

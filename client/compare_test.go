@@ -12,6 +12,7 @@ import (
 // compare on the real steps 1 and 2: one row per step, every session
 // correct, and the sequential step visibly slower than the concurrent one.
 func TestCompareSteps1And2(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds two steps")
 	}
@@ -37,6 +38,7 @@ func TestCompareSteps1And2(t *testing.T) {
 // A step that does not build and one that exits at once are one line each
 // in the table, the other steps still run, and the exit status is 1.
 func TestCompareBrokenSteps(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	write := func(name, text string) {
 		p := filepath.Join(root, name)

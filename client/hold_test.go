@@ -17,8 +17,9 @@ import (
 // holds, the server's open files grow by exactly the connections hold
 // says it opened, and hold's own report agrees.
 func TestHoldMatchesServerFDs(t *testing.T) {
+	t.Parallel()
 	srv := steptest.Start(t, step2)
-	client := steptest.Build(t, "concurrent-servers-go/client")
+	client := buildClient(t)
 	host, port := hostPort(t, srv.Addr)
 	before, err := procstat.FDs(srv.PID())
 	if err != nil {
@@ -63,6 +64,12 @@ func TestHoldMatchesServerFDs(t *testing.T) {
 	}
 	n, _ := procstat.FDs(srv.PID())
 	t.Fatalf("server still has %d fds after hold ended, had %d before", n, before)
+}
+
+// buildClient builds the client binary, once per test run, for the tests
+// that must run it as its own process.
+func buildClient(t *testing.T) string {
+	return steptest.Build(t, "concurrent-servers-go/client")
 }
 
 func TestHoldRefused(t *testing.T) {
