@@ -154,8 +154,8 @@ func figures(o load.BenchOptions, r *load.BenchResult) benchFigures {
 
 func printBenchText(w io.Writer, o load.BenchOptions, r *load.BenchResult) {
 	f := figures(o, r)
-	fmt.Fprintf(w, "bench %s: %d connections, %d-byte messages, pipeline %d, %v warm-up + %v measured\n",
-		o.Addr, r.Conns, o.Size, o.Pipeline, o.Warmup, r.Window)
+	fmt.Fprintf(w, "bench %s: %s, %d-byte messages, pipeline %d, %v warm-up + %v measured\n",
+		o.Addr, plural(r.Conns, "connection"), o.Size, o.Pipeline, o.Warmup, r.Window)
 	fmt.Fprintf(w, "  throughput  %.0f msgs/s, %.2f MB/s each way (%d messages answered and verified)\n",
 		f.msgsPerSec, f.mbPerSec, r.Msgs)
 	fmt.Fprintf(w, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",

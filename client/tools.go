@@ -173,3 +173,11 @@ func machineLine(args []string) string {
 		runtime.NumCPU(), cpu, runtime.GOOS, runtime.GOARCH, runtime.Version(),
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), strings.Join(args, " "))
 }
+
+// plural is "1 connection", "2 connections".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
