@@ -95,6 +95,9 @@ func TestBadInterval(t *testing.T) {
 	}
 }
 
+// halfClose sends '^' and size bytes, shuts its write side, and only then
+// starts to read (or after 3 s, if the message is too big for the buffers
+// in between). Every answer byte must arrive before the server closes.
 func halfClose(t *testing.T, addr string, size int) {
 	t.Helper()
 	c := dialAck(t, addr)
@@ -107,6 +110,15 @@ func halfClose(t *testing.T, addr string, size int) {
 		}
 		sent <- err
 	}()
+	select {
+	case err := <-sent:
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent <- nil
+	case <-time.After(3 * time.Second):
+		t.Logf("%d bytes did not fit in the buffers; reading while writing", size)
+	}
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil {
