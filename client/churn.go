@@ -27,7 +27,8 @@ func churnCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "rate", Aliases: []string{"r"}, Value: 500, Usage: "connections started per second, at most"},
 			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 1000, Usage: "connections in all"},
-			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Usage: "stop starting connections after this long (default: when --count are done)"},
+			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: 10 * time.Minute,
+				Usage: "stop starting connections after this long, even if --count are not done"},
 			&cli.IntFlag{Name: "concurrency", Value: 32, Usage: "connections in progress at once, at most"},
 			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 16, Usage: "bytes in each connection's message"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "give up on a connection after this long"},
@@ -55,8 +56,8 @@ func churn(c *cli.Context) error {
 		return usageErr(cmd, "--rate %v: want above 0 and at most 100000 per second", o.Rate)
 	case o.Count < 1 || o.Count > 10_000_000:
 		return usageErr(cmd, "--count %d: want 1 to 10000000", o.Count)
-	case o.Duration < 0 || o.Duration > 24*time.Hour:
-		return usageErr(cmd, "--duration %v: want 0 to 24h", o.Duration)
+	case o.Duration <= 0 || o.Duration > 24*time.Hour:
+		return usageErr(cmd, "--duration %v: want above 0 and at most 24h", o.Duration)
 	case o.Concurrency < 1 || o.Concurrency > 10000:
 		return usageErr(cmd, "--concurrency %d: want 1 to 10000", o.Concurrency)
 	case o.Size < 1 || o.Size > 1<<20:
@@ -78,10 +79,7 @@ func churn(c *cli.Context) error {
 	}
 
 	// The expected length decides the progress bar: shown only past 2 s.
-	expect := time.Duration(float64(o.Count) / o.Rate * float64(time.Second))
-	if o.Duration > 0 {
-		expect = min(expect, o.Duration)
-	}
+	expect := min(time.Duration(float64(o.Count)/o.Rate*float64(time.Second)), o.Duration)
 	if expect >= 2*time.Second {
 		bar := newProgress(c.App.ErrWriter, "churn", int64(o.Count), "conns")
 		o.Progress = func(n int) { bar.set(int64(n)) }
