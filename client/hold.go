@@ -50,6 +50,7 @@ func holdCommand() *cli.Command {
 			&cli.IntFlag{Name: "dialing", Value: 128, Usage: "connect() calls in flight per worker (more overflows the accept queue)"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "give up on a connection whose '*' takes longer"},
 			&cli.DurationFlag{Name: "max-connect-time", Value: 2 * time.Minute, Usage: "stop connecting after this long, whatever is left"},
+			&cli.BoolFlag{Name: "markdown", Usage: "print the result as a Markdown table row (with its header)"},
 			allowRemoteFlag,
 			// The worker flags: hold runs its own executable again as
 			// "hold --worker --offset N ..." for each share.
@@ -365,11 +366,18 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 	if stuck {
 		return failErr(cmd, "workers did not finish connecting within %v; released everything", cfg.maxConnect+30*time.Second)
 	}
+	rate := 0.0
+	if connectTime > 0 {
+		rate = float64(ok) / connectTime.Seconds()
+	}
 	w := c.App.Writer
-	fmt.Fprintf(w, "hold %s port %s: %d connections from %d worker process(es), %d source address(es)\n",
-		cfg.host, joinInts(cfg.ports), cfg.conns, nw, max(len(cfg.sources), 1))
-	fmt.Fprintf(w, "  connected  %d of %d in %s (%.0f connections/s), %d failed\n",
-		ok, cfg.conns, human(connectTime), float64(ok)/connectTime.Seconds(), failed)
+	md := c.Bool("markdown")
+	if !md {
+		fmt.Fprintf(w, "hold %s port %s: %d connections from %d worker process(es), %d source address(es)\n",
+			cfg.host, joinInts(cfg.ports), cfg.conns, nw, max(len(cfg.sources), 1))
+		fmt.Fprintf(w, "  connected  %d of %d in %s (%.0f connections/s), %d failed\n",
+			ok, cfg.conns, human(connectTime), rate, failed)
+	}
 	if ctx.Err() != nil {
 		return cli.Exit("client hold: interrupted; every connection has been closed", 130)
 	}
@@ -387,14 +395,40 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 	case <-ctx.Done():
 	}
 	t.Stop()
-	fmt.Fprintf(w, "  held       %v\n", cfg.hold)
+	var held serverSample
+	perConn := "n/a"
 	if cfg.pid > 0 {
-		held := sampleServer(cfg.pid)
-		fmt.Fprintf(w, "  server     before:  %v\n", before)
-		fmt.Fprintf(w, "             holding: %v\n", held)
+		held = sampleServer(cfg.pid)
 		if held.err == nil {
-			per := float64(held.st.RSS-before.st.RSS) / float64(ok)
-			fmt.Fprintf(w, "  memory per connection: %.1f KiB ((RSS holding - RSS before) / %d connections)\n", per/1024, ok)
+			perConn = fmt.Sprintf("%.1f KiB", float64(held.st.RSS-before.st.RSS)/float64(ok)/1024)
+		}
+	}
+	if md {
+		fmt.Fprintln(w, machineLine(os.Args[1:]))
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| connections | processes | sources | connected in | connections/s | failed | server RSS before | RSS holding | per connection | threads holding | fds holding |")
+		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		rss := func(s serverSample) string {
+			if cfg.pid == 0 || s.err != nil {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.1f MiB", float64(s.st.RSS)/(1<<20))
+		}
+		threads, fds := "n/a", "n/a"
+		if cfg.pid > 0 && held.err == nil {
+			threads, fds = strconv.Itoa(held.st.Threads), strconv.Itoa(held.fds)
+		}
+		fmt.Fprintf(w, "| %d | %d | %d | %s | %.0f | %d | %s | %s | %s | %s | %s |\n",
+			ok, nw, max(len(cfg.sources), 1), human(connectTime), rate, failed,
+			rss(before), rss(held), perConn, threads, fds)
+	} else {
+		fmt.Fprintf(w, "  held       %v\n", cfg.hold)
+		if cfg.pid > 0 {
+			fmt.Fprintf(w, "  server     before:  %v\n", before)
+			fmt.Fprintf(w, "             holding: %v\n", held)
+			if held.err == nil {
+				fmt.Fprintf(w, "  memory per connection: %s ((RSS holding - RSS before) / %d connections)\n", perConn, ok)
+			}
 		}
 	}
 	if failed > 0 {
