@@ -366,3 +366,21 @@ func TestEMFILE(t *testing.T) {
 		})
 	}
 }
+
+// SIGTERM reaches loops asleep in epoll_wait through the eventfd: with
+// clients connected and idle, every loop closes its fds and the process
+// exits 0 within a second.
+func TestStopsPromptly(t *testing.T) {
+	srv := steptest.Start(t, pkg, "--loops", "2", "--edge")
+	for range 50 {
+		dial(t, srv.Addr, 0)
+	}
+	start := time.Now()
+	if err := srv.Stop(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(loopStopped.FindAllString(srv.Log(), -1)); n != 2 {
+		t.Fatalf("%d loops said they stopped, want 2:\n%s", n, srv.Log())
+	}
+	t.Logf("stopped in %v", time.Since(start))
+}
