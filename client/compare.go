@@ -281,7 +281,11 @@ func runOne(ctx context.Context, s step, bin string, n int, scale float64, budge
 		Timeout: max(2*predicted, predicted+10*time.Second),
 		OnDone:  func(session.Result) { onDone() },
 	})
-	r.threads, r.rss, _ = peak.Stop()
+	// Without /proc (macOS) there are no peaks to show: -1 prints "n/a".
+	var perr error
+	if r.threads, r.rss, perr = peak.Stop(); perr != nil {
+		r.threads, r.rss = -1, -1
+	}
 	r.elapsed = rep.Elapsed
 	r.correct = n - rep.Failed()
 	if lines := rep.Summary(); len(lines) > 0 {
@@ -367,9 +371,16 @@ func (r row) cells(scale float64) []string {
 	return []string{r.step.title(), r.step.model, strconv.Itoa(r.n),
 		strconv.FormatFloat(r.elapsed.Seconds(), 'f', 2, 64) + " s",
 		fmt.Sprintf("%d/%d", r.correct, r.n),
-		strconv.Itoa(r.threads),
-		fmt.Sprintf("%.1f MiB", float64(r.rss)/(1<<20)),
+		orNA(r.threads >= 0, strconv.Itoa(r.threads)),
+		orNA(r.rss >= 0, fmt.Sprintf("%.1f MiB", float64(r.rss)/(1<<20))),
 	}
+}
+
+func orNA(ok bool, s string) string {
+	if ok {
+		return s
+	}
+	return "n/a"
 }
 
 var compareHeader = []string{"STEP", "MODEL", "N", "ELAPSED", "CORRECT", "THREADS", "PEAK RSS"}
