@@ -88,7 +88,7 @@ func TestConformance(t *testing.T) {
 					exchange(t, srv.Addr, []byte("^warm-up$"))
 					base := fds(t, srv.PID())
 					c.run(t, r, srv)
-					if t.Failed() {
+					if t.Failed() || r.emfileDies != "" && srv.Exited() {
 						return
 					}
 					alive(t, srv)

@@ -89,6 +89,16 @@ func testEMFILE(t *testing.T, r row, srv *steptest.Server) {
 	if !srv.WaitLog(outOfFDs, 10*time.Second) {
 		t.Fatalf("with RLIMIT_NOFILE %d and %d clients, no out-of-fds log line within 10s:\n%s", low.Cur, len(conns), srv.Log())
 	}
+	if r.emfileDies != "" {
+		for i := 0; i < 250 && !srv.Exited(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !srv.Exited() {
+			t.Fatalf("the table says %s stops when out of fds (%s), but it is still running", r.name, r.emfileDies)
+		}
+		t.Logf("stopped when out of fds, as the table says: %s", r.emfileDies)
+		return
+	}
 	alive(t, srv)
 	cpu0, t0 := cpuTime(t, pid), time.Now()
 	time.Sleep(2 * time.Second)

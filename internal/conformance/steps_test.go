@@ -32,6 +32,12 @@ type row struct {
 	boundedSlowReader bool
 	slowNote          string
 
+	// emfileDies, when set, says why the server cannot survive running out
+	// of file descriptors; the emfile case then asserts that it stops (and
+	// says so) instead of serving on. No row sets it: every server must
+	// survive EMFILE.
+	emfileDies string
+
 	// acceptors is how many accept loops back off on their own when out of
 	// file descriptors; each logs once per burst, so a burst may log up to
 	// this many lines.
