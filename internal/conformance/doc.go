@@ -5,10 +5,10 @@
 // of its own, only tests; they are Linux-only, because they look at the
 // server process through /proc.
 //
-//	go test ./internal/conformance                      # the suite, every step
-//	go test ./internal/conformance -run 'Conformance/step6'  # one step's rows
-//	go test ./internal/conformance -run Soak -soak -v -timeout 20m  # the soak run
+//	go test ./internal/conformance                            # the suite, every step
+//	go test ./internal/conformance -run 'Conformance/step6'   # one step's rows
 //	go test ./internal/conformance -run '^$' -fuzz FuzzLive -fuzztime 2m
+//	taskset -c 1 go test ./internal/conformance -run Soak -soak -v -timeout 30m
 //
 // Each row of the table (steps_test.go) is one server configuration: a step
 // and the arguments of one of its modes. Each case runs against a fresh
@@ -37,6 +37,10 @@
 // reading its input, the library's best-known weakness: the reference
 // server's memory follows the flood. The case measures and logs its growth
 // and still requires the other client to be served promptly.
+//
+// Every row must survive running out of file descriptors. A row may say
+// otherwise (emfileDies, with the reason), and the emfile case then asserts
+// that the server stops; no row does.
 //
 // Every case applies to every row; where the model cannot keep a promise,
 // the case asserts what the model does instead:
