@@ -39,7 +39,9 @@ func holdCommand() *cli.Command {
 			"Three limits stand in the way of many connections from one machine, and hold passes each:\n" +
 			"a process may open at most 20000 files here (hold starts one worker process per\n" +
 			"--per-proc connections); a (source, destination) pair has ~28000 ephemeral ports\n" +
-			"(--sources spreads over 127.0.0.x, several server ports over PORT,PORT,...).\n\n" +
+			"(--sources spreads over 127.0.0.x, several server ports over PORT,PORT,...). --sources also\n" +
+			"speeds up connecting past ~10000: the kernel picks a source port for each connect() by\n" +
+			"searching the range, which slows as the range fills.\n\n" +
 			"   go run ./client hold --conns 10000 --pid $(pgrep -n step2) 127.0.0.1 8080",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "conns", Aliases: []string{"c"}, Value: 1000, Usage: "connections to open"},
@@ -396,11 +398,15 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 	}
 	t.Stop()
 	var held serverSample
-	perConn := "n/a"
+	perConn, serverConns := "n/a", 0
 	if cfg.pid > 0 {
 		held = sampleServer(cfg.pid)
-		if held.err == nil {
-			perConn = fmt.Sprintf("%.1f KiB", float64(held.st.RSS-before.st.RSS)/float64(ok)/1024)
+		// Divide by the connections this server holds, which its open
+		// files tell, not by ours: with several server ports, --pid is
+		// only one of the servers.
+		if n := held.fds - before.fds; held.err == nil && n > 0 {
+			serverConns = n
+			perConn = fmt.Sprintf("%.1f KiB", float64(held.st.RSS-before.st.RSS)/float64(n)/1024)
 		}
 	}
 	if md {
@@ -426,8 +432,8 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 		if cfg.pid > 0 {
 			fmt.Fprintf(w, "  server     before:  %v\n", before)
 			fmt.Fprintf(w, "             holding: %v\n", held)
-			if held.err == nil {
-				fmt.Fprintf(w, "  memory per connection: %s ((RSS holding - RSS before) / %d connections)\n", perConn, ok)
+			if serverConns > 0 {
+				fmt.Fprintf(w, "  memory per connection: %s ((RSS holding - RSS before) / %d more open files)\n", perConn, serverConns)
 			}
 		}
 	}
