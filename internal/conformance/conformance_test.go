@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" || f.Name == "test.fuzz" })
 	if !set {
-		flag.Set("test.parallel", "8")
+		flag.Set("test.parallel", "16")
 	}
 	// A race-enabled program sleeps a second at exit (atexit_sleep_ms, so
 	// other threads can still report races); every case stops a server,

@@ -110,11 +110,12 @@
 //
 // Time limits are generous multiples of a session's length; sizes are the
 // same with and without -race. Most cases wait rather than compute, so
-// TestMain raises -parallel to 8 unless it is given, and sets
+// TestMain raises -parallel to 16 unless it is given, and sets
 // GORACE=atexit_sleep_ms=0 for the servers unless GORACE is set (a
 // race-enabled program otherwise sleeps a second at exit, and every case
-// stops a server). On the 2-core machine this was written on, the suite
-// took about 35-45 s, and 55-60 s with -race, with all eleven rows.
+// stops a server). On the 2-core machine this was written on, busy with
+// other builds (load average 8 to 25), the suite took about 30-35 s, and
+// about 60 s with -race, with all eleven rows.
 //
 // FuzzLive (fuzz_test.go) sends fuzzed byte streams in fuzzed chunks to
 // live step6 (three modes), step7 and gnet servers and compares the answers
