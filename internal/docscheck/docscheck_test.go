@@ -184,3 +184,10 @@ func TestSlug(t *testing.T) {
 		}
 	}
 }
+
+// An excerpt inside a list item is indented with the item; the indentation
+// of the fence is not part of the quoted code.
+func TestIndentedExcerptInList(t *testing.T) {
+	md := "1. Look:\n   <!-- from: step/server.go -->\n   ```go\n   func main() {\n   \tfmt.Println(\"hi\")\n   ```\n"
+	want(t, run(md, nil))
+}
