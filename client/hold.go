@@ -433,7 +433,7 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 			fmt.Fprintf(w, "  server     before:  %v\n", before)
 			fmt.Fprintf(w, "             holding: %v\n", held)
 			if serverConns > 0 {
-				fmt.Fprintf(w, "  memory per connection: %s ((RSS holding - RSS before) / %d more open files)\n", perConn, serverConns)
+				fmt.Fprintf(w, "  memory per connection: %s ((RSS holding - RSS before) / %d connections)\n", perConn, serverConns)
 			}
 		}
 	}

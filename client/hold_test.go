@@ -50,7 +50,7 @@ func TestHoldMatchesServerFDs(t *testing.T) {
 		`(?m)^hold .*: 60 connections from 3 worker process\(es\), 3 source address\(es\)$`,
 		`(?m)^  connected  60 of 60 in .* 0 failed$`,
 		`(?m)^             holding: RSS [\d.]+ MiB, \d+ threads, ` + strconv.Itoa(before+conns) + ` open files$`,
-		`(?m)^  memory per connection: -?[\d.]+ KiB \(\(RSS holding - RSS before\) / 60 more open files\)$`,
+		`(?m)^  memory per connection: -?[\d.]+ KiB \(\(RSS holding - RSS before\) / 60 connections\)$`,
 	} {
 		if !regexp.MustCompile(want).MatchString(out.String()) {
 			t.Errorf("output does not match %q:\n%s", want, out.String())
