@@ -129,8 +129,19 @@ func holdWorker(c *cli.Context, cfg holdConfig, offset int) error {
 	// Bound the worker's life even if the parent never closes our stdin.
 	ctx, cancel := context.WithTimeout(c.Context, cfg.maxConnect+cfg.hold+time.Minute)
 	defer cancel()
+	// The parent talks to us on stdin: "check" asks how many connections
+	// are still open; end of file means release (or that it died).
+	checks := make(chan struct{}, 1)
 	go func() {
-		io.Copy(io.Discard, os.Stdin) // EOF: the parent says release, or it died
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			if sc.Text() == "check" {
+				select {
+				case checks <- struct{}{}:
+				default:
+				}
+			}
+		}
 		cancel()
 	}()
 	connectCtx, stopConnecting := context.WithTimeout(ctx, cfg.maxConnect)
@@ -170,8 +181,14 @@ func holdWorker(c *cli.Context, cfg holdConfig, offset int) error {
 		fmt.Fprintf(w, "error %s %d %s\n", k, n, strings.ReplaceAll(h.Errors.First[k].Error(), "\n", " "))
 	}
 	fmt.Fprintf(w, "ready %d %d %d\n", h.Connected, h.Errors.Total(), time.Since(start))
-	<-ctx.Done()
-	return nil
+	for {
+		select {
+		case <-checks:
+			fmt.Fprintf(w, "open %d\n", h.Open())
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // worker is the parent's view of one worker process.
@@ -183,6 +200,8 @@ type worker struct {
 	ok      int
 	failed  int
 	elapsed time.Duration // from its first connect to its last
+	open    int           // connections still open, after a "check"
+	checked bool
 }
 
 // serverSample is what --pid reads from the server.
@@ -306,6 +325,9 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 					w.failed, _ = strconv.Atoi(f[2])
 					ns, _ := strconv.ParseInt(f[3], 10, 64)
 					w.elapsed, w.ready = time.Duration(ns), true
+				case f[0] == "open" && len(f) == 2:
+					w.open, _ = strconv.Atoi(f[1])
+					w.checked = true
 				case f[0] == "error" && len(f) == 4:
 					n, _ := strconv.Atoi(f[2])
 					errCounts[f[1]] += n
@@ -401,6 +423,10 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 	perConn, serverConns := "n/a", 0
 	if cfg.pid > 0 {
 		held = sampleServer(cfg.pid)
+	}
+	// Did the server keep them all? Each worker peeks at its connections.
+	stillOpen := checkOpen(workers, &mu, changed)
+	if cfg.pid > 0 {
 		// Divide by the connections this server holds, which its open
 		// files tell, not by ours: with several server ports, --pid is
 		// only one of the servers.
@@ -412,8 +438,8 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 	if md {
 		fmt.Fprintln(w, machineLine(os.Args[1:]))
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| connections | processes | sources | connected in | connections/s | failed | server RSS before | RSS holding | per connection | threads holding | fds holding |")
-		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "| connections | processes | sources | connected in | connections/s | failed | still open | server RSS before | RSS holding | per connection | threads holding | fds holding |")
+		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		rss := func(s serverSample) string {
 			if cfg.pid == 0 || s.err != nil {
 				return "n/a"
@@ -424,11 +450,11 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 		if cfg.pid > 0 && held.err == nil {
 			threads, fds = strconv.Itoa(held.st.Threads), strconv.Itoa(held.fds)
 		}
-		fmt.Fprintf(w, "| %d | %d | %d | %s | %.0f | %d | %s | %s | %s | %s | %s |\n",
-			ok, nw, max(len(cfg.sources), 1), human(connectTime), rate, failed,
+		fmt.Fprintf(w, "| %d | %d | %d | %s | %.0f | %d | %d | %s | %s | %s | %s | %s |\n",
+			ok, nw, max(len(cfg.sources), 1), human(connectTime), rate, failed, stillOpen,
 			rss(before), rss(held), perConn, threads, fds)
 	} else {
-		fmt.Fprintf(w, "  held       %v\n", cfg.hold)
+		fmt.Fprintf(w, "  held       %v, %d of %d still open at the end\n", cfg.hold, stillOpen, ok)
 		if cfg.pid > 0 {
 			fmt.Fprintf(w, "  server     before:  %v\n", before)
 			fmt.Fprintf(w, "             holding: %v\n", held)
@@ -444,7 +470,46 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 	if ctx.Err() != nil {
 		return cli.Exit("client hold: interrupted; every connection has been closed", 130)
 	}
+	if stillOpen < ok {
+		fmt.Fprintf(c.App.ErrWriter, "FAIL the server closed or reset %d of %d connections while they were held\n", ok-stillOpen, ok)
+		return cli.Exit("", 1)
+	}
 	return nil
+}
+
+// checkOpen asks every worker how many of its connections are still open
+// and sums the answers, waiting up to 10 s for them.
+func checkOpen(workers []*worker, mu *sync.Mutex, changed <-chan struct{}) int {
+	mu.Lock()
+	for _, w := range workers {
+		w.checked = false
+		io.WriteString(w.stdin, "check\n") // a dead worker just never answers
+	}
+	mu.Unlock()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for {
+		mu.Lock()
+		open, all := 0, true
+		for _, w := range workers {
+			select {
+			case <-w.done:
+				continue // a worker that exited holds nothing
+			default:
+			}
+			open += w.open
+			all = all && w.checked
+		}
+		mu.Unlock()
+		if all {
+			return open
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return open
+		}
+	}
 }
 
 func errSummary(counts map[string]int, first map[string]string) string {

@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"net"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +52,7 @@ func TestHoldMatchesServerFDs(t *testing.T) {
 	for _, want := range []string{
 		`(?m)^hold .*: 60 connections from 3 worker process\(es\), 3 source address\(es\)$`,
 		`(?m)^  connected  60 of 60 in .* 0 failed$`,
+		`(?m)^  held       1.5s, 60 of 60 still open at the end$`,
 		`(?m)^             holding: RSS [\d.]+ MiB, \d+ threads, ` + strconv.Itoa(before+conns) + ` open files$`,
 		`(?m)^  memory per connection: -?[\d.]+ KiB \(\(RSS holding - RSS before\) / 60 connections\)$`,
 	} {
@@ -97,4 +101,39 @@ func TestHoldBadFlags(t *testing.T) {
 		}
 		oneLine(t, errs, "client hold: ")
 	}
+}
+
+// A server that drops connections while they are held (here: closes each
+// 100 ms after its '*') is caught: hold reports how many are still open
+// and fails.
+func TestHoldSeesDroppedConnections(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("*"))
+			time.AfterFunc(100*time.Millisecond, func() { c.Close() })
+		}
+	}()
+	host, port := hostPort(t, ln.Addr().String())
+	cmd := exec.Command(buildClient(t), "hold", "--conns", "5", "--hold", "600ms", host, port)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("hold: %v, want exit status 1\n%s%s", err, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "held       600ms, 0 of 5 still open at the end") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	oneLine(t, errb.String(), "closed or reset 5 of 5 connections")
 }

@@ -6,7 +6,10 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // HoldOptions configures Hold, one process's share of a hold run.
@@ -87,4 +90,31 @@ func Hold(ctx context.Context, o HoldOptions, progress func(connected, failed in
 	wg.Wait()
 	h.Connected = len(h.conns)
 	return h
+}
+
+// Open counts the held connections the server has not closed or reset: a
+// non-blocking peek that would block means the connection is open and
+// idle; 0 bytes means the server closed it, an error that it reset it. A
+// server with an idle time-out, or one that dropped connections under
+// load, shows here.
+func (h *Held) Open() (open int) {
+	var b [1]byte
+	for _, c := range h.conns {
+		rc, err := c.(syscall.Conn).SyscallConn()
+		if err != nil {
+			continue
+		}
+		alive := false
+		rc.Read(func(fd uintptr) bool {
+			n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			// The server sends nothing after the '*', so data waiting
+			// (n > 0) is as alive as nothing waiting (EAGAIN).
+			alive = n > 0 || err == unix.EAGAIN
+			return true // one attempt: never wait for the poller
+		})
+		if alive {
+			open++
+		}
+	}
+	return open
 }
