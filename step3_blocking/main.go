@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -43,11 +42,6 @@ func main() {
 			// A thread blocked in accept() or read() does not notice that
 			// ctx ended: stop must wake it from outside (see stop).
 			context.AfterFunc(ctx, s.stop)
-			// Go's runtime opens its own epoll fd when the first timer is
-			// set. Set one now, while fds are plentiful: if the first were
-			// the EMFILE back-off's, the runtime would need an fd exactly
-			// when none is left, and it dies ("netpollinit failed").
-			time.AfterFunc(time.Hour, func() {}).Stop()
 			if env.CLI.Bool("threads") {
 				s.serveThreads(ctx)
 			} else {

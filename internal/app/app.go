@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -104,7 +105,17 @@ func run(s Server, args []string, stderr io.Writer) int {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			context.AfterFunc(ctx, stop)
+			// The runtime creates its own epoll fd lazily, with the first
+			// timer or network call. A raw-fd server whose first timer is
+			// its EMFILE back-off would ask for that fd exactly when none
+			// is left, and the runtime dies (netpollinit failed). One timer
+			// now makes the runtime take its fd while fds are plentiful.
+			time.AfterFunc(time.Hour, func() {}).Stop()
 			if err := s.Run(ctx, env); err != nil {
+				var ec cli.ExitCoder
+				if errors.As(err, &ec) {
+					return err // the step chose its words and status (2: a bad flag value)
+				}
 				return cli.Exit(fmt.Sprintf("%s: %v", s.Name, err), 1)
 			}
 			env.Log.Info("stopped")

@@ -62,3 +62,15 @@ func TestRunErrorExitsOne(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errOut.String())
 	}
 }
+
+// A step validates its own flags in Run and answers with cli.Exit(..., 2):
+// that status and line must reach the user unchanged.
+func TestRunExitCoderPassesThrough(t *testing.T) {
+	s := Server{Name: "stepX", Run: func(context.Context, *Env) error {
+		return cli.Exit("stepX: --interval must be >= 0 (see --help)", 2)
+	}}
+	var errOut bytes.Buffer
+	if code := run(s, []string{"stepX"}, &errOut); code != 2 || errOut.String() != "stepX: --interval must be >= 0 (see --help)\n" {
+		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+}
