@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,9 +30,16 @@ func serve(ctx context.Context, env *app.Env, loops int) error {
 	// Without WithReusePort gnet runs a main reactor that accepts and hands
 	// connections to the sub-reactors (evloop picks SO_REUSEPORT instead).
 	// That also keeps --port 0 simple: there is one listener to ask.
-	return gnet.Run(&server{ctx: ctx, env: env}, addr,
+	err := gnet.Run(&server{ctx: ctx, env: env}, addr,
 		gnet.WithMulticore(true), gnet.WithNumEventLoop(loops),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLogger(slogger{env.Log}))
+	if err == nil && ctx.Err() == nil {
+		// gnet v2.9.7 shuts the whole engine down when accept fails, even
+		// for EMFILE, and Run then returns nil. Nobody asked us to stop:
+		// say so, and exit 1 rather than look like a clean stop.
+		err = errors.New("gnet engine stopped on its own (see its log lines above)")
+	}
+	return err
 }
 
 // OnBoot learns the bound address (gnet says it only through a duplicate of
