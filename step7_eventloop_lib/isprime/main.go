@@ -12,7 +12,7 @@
 // protocol.
 //
 //	go run ./step7_eventloop_lib/isprime --port 9090 [--offload]
-//	printf '1000000000000000003\n' | nc -q1 127.0.0.1 9090 &   # about 2 s of work
+//	printf '1000000000000000003\n' | nc -q1 127.0.0.1 9090 &   # a second or two of work
 //	printf '7\n' | nc -q1 127.0.0.1 9090                       # answered at once only with --offload
 package main
 

@@ -102,8 +102,8 @@ func answer(prime bool) []byte {
 }
 
 // isPrime is trial division by 2, 3 and every 6k±1 up to the square root:
-// deliberately slow, about two seconds for 1000000000000000003 on the
-// machine this repository was measured on. It gives up when ctx ends.
+// deliberately slow: one to two seconds for 1000000000000000003 on the
+// 2-core machine the chapter was measured on. It gives up when ctx ends.
 func isPrime(ctx context.Context, n uint64) (bool, error) {
 	if n < 2 {
 		return false, nil
