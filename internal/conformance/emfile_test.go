@@ -57,6 +57,9 @@ func testEMFILE(t *testing.T, r row, srv *steptest.Server) {
 	}
 	defer restore()
 
+	if r.emfileDies != "" {
+		srv.MayExit()
+	}
 	var conns []*net.TCPConn
 	if !r.concurrent {
 		// A server blocked in accept(2) already holds the fd number for the
@@ -75,6 +78,15 @@ func testEMFILE(t *testing.T, r row, srv *steptest.Server) {
 	}
 	for range hold + 16 {
 		c, err := dialer(false).Dial("tcp", srv.Addr)
+		if err != nil && r.emfileDies != "" {
+			for i := 0; i < 250 && !srv.Exited(); i++ {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if srv.Exited() {
+				t.Logf("stopped when out of fds, as the table says: %s", r.emfileDies)
+				return
+			}
+		}
 		if err != nil {
 			// Refused or reset: the listener is gone, most likely with
 			// the whole server; say so with its log.
