@@ -48,6 +48,7 @@ type benchResult struct {
 		P50, P99 float64
 	} `json:"latency_s"`
 	ServerCPU float64           `json:"server_cpu_cores"`
+	ClientCPU float64           `json:"client_cpu_cores"`
 	Errors    map[string]uint64 `json:"errors"`
 }
 
@@ -79,6 +80,10 @@ func BenchmarkEcho(b *testing.B) {
 					b.ReportMetric(r.Latency.P50*1e6, "p50-µs")
 					b.ReportMetric(r.Latency.P99*1e6, "p99-µs")
 					b.ReportMetric(r.ServerCPU, "server-cores")
+					// The load generator's own CPU: near 1 core, it is the
+					// bottleneck, and the throughput says more about the
+					// client than about the server.
+					b.ReportMetric(r.ClientCPU, "client-cores")
 					// The server's CPU time per message: what the library
 					// costs, even when the load generator, not the
 					// server, limits the throughput.
