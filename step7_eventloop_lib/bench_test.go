@@ -22,7 +22,7 @@ import (
 // purpose, with the load generator on the other core, and compare the
 // medians with benchstat:
 //
-//	for i in 1 2 3; do taskset -c 1 go test -run '^$' -bench . -benchtime 1x -count 1 ./step7_eventloop_lib; done | tee bench.txt
+//	for i in 1 2 3 4 5; do taskset -c 1 go test -run '^$' -bench . -benchtime 1x -count 1 ./step7_eventloop_lib; done | tee bench.txt
 //	go run golang.org/x/perf/cmd/benchstat@latest -col /server bench.txt
 //
 // (A loop of -count 1 runs rather than -count 3, so that every round
