@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os/exec"
@@ -22,11 +23,13 @@ import (
 // purpose, with the load generator on the other core, and compare the
 // medians with benchstat:
 //
-//	for i in 1 2 3 4 5; do taskset -c 1 go test -run '^$' -bench . -benchtime 1x -count 1 ./step7_eventloop_lib; done | tee bench.txt
+//	for i in 1 2 3 4 5 6; do taskset -c 1 go test -run '^$' -bench . -benchtime 1x -count 1 ./step7_eventloop_lib -args -gnet-first=$((i % 2)); done | tee bench.txt
 //	go run golang.org/x/perf/cmd/benchstat@latest -col /server bench.txt
 //
-// (A loop of -count 1 runs rather than -count 3, so that every round
-// measures both servers back to back and the machine's noise hits both.)
+// (A loop of -count 1 runs rather than -count 6, so that every round
+// measures both servers back to back and the machine's noise hits both;
+// -gnet-first swaps the pair every other round, so that neither server
+// always runs right after the other one stopped.)
 //
 // Each server is started pinned to core 0 with taskset, so both run one
 // event loop (runtime.NumCPU() is 1 inside that affinity mask).
@@ -34,6 +37,16 @@ import (
 var servers = []struct{ name, pkg string }{
 	{"evloop", "concurrent-servers-go/step7_eventloop_lib"},
 	{"gnet", "concurrent-servers-go/step7_eventloop_lib/gnetserver"},
+}
+
+var gnetFirst = flag.Bool("gnet-first", false, "run gnet before evloop in every pair")
+
+// pair is servers in the order this round runs them.
+func pair() []struct{ name, pkg string } {
+	if *gnetFirst {
+		return []struct{ name, pkg string }{servers[1], servers[0]}
+	}
+	return servers
 }
 
 // startPinned runs a server on core 0.
@@ -59,7 +72,7 @@ func BenchmarkEcho(b *testing.B) {
 	client := steptest.Build(b, "concurrent-servers-go/client")
 	for _, conns := range []int{100, 1000} {
 		for _, pipe := range []int{1, 16} {
-			for _, s := range servers {
+			for _, s := range pair() {
 				b.Run(fmt.Sprintf("conns=%d/pipeline=%d/server=%s", conns, pipe, s.name), func(b *testing.B) {
 					srv := startPinned(b, s.pkg)
 					host, port, _ := net.SplitHostPort(srv.Addr)
@@ -105,7 +118,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 	if _, err := sock.RaiseNofile(); err != nil {
 		b.Skipf("open-file limit: %v", err)
 	}
-	for _, s := range servers {
+	for _, s := range pair() {
 		b.Run("server="+s.name, func(b *testing.B) {
 			srv := startPinned(b, s.pkg)
 			time.Sleep(200 * time.Millisecond)
