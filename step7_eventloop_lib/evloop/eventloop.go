@@ -75,9 +75,11 @@ func (l *loop) run() error {
 		// block. A blocking epoll_wait is dearer in Go than in C: while
 		// we sleep the runtime gives our P to another thread, and getting
 		// one back on wake-up costs a thread switch. gnet does the same.
-		msec := l.timeout()
-		if busy {
-			msec = 0
+		// The timers matter only when we may block, so only then do we
+		// read the clock for them (75 ns, near 1% of a message's cost).
+		msec := 0
+		if !busy {
+			msec = l.timeout()
 		}
 		var err error
 		if l.evs, err = l.p.wait(l.evs, msec); err != nil {
