@@ -50,6 +50,9 @@ type Machine struct {
 // bytes to dst, returning the extended slice (like append). It never
 // allocates when dst has room for len(in) more bytes, which a caller gets by
 // reusing one buffer: the answer is never longer than the input.
+//
+// dst may be in[:0]: answer byte k is written only after input byte k has
+// been read, so a server can answer in place, over its read buffer.
 func (m *Machine) Feed(dst, in []byte) []byte {
 	st := m.State
 	for _, b := range in {

@@ -83,6 +83,17 @@ func TestProtocolAllBytes(t *testing.T) {
 	}
 }
 
+// Feeding in place, over the input's own buffer, gives the same answer.
+func TestFeedInPlace(t *testing.T) {
+	in := []byte("^abc$de^abte$fxyz^12325$^ab0000$abab")
+	var a, b Machine
+	want := a.Feed(nil, in)
+	buf := append([]byte(nil), in...)
+	if got := b.Feed(buf[:0], buf); !bytes.Equal(got, want) {
+		t.Fatalf("in place: %q, want %q", got, want)
+	}
+}
+
 func TestFeedDoesNotAllocate(t *testing.T) {
 	in := bytes.Repeat([]byte("^abc$de^abte$f"), 64)
 	buf := make([]byte, 0, len(in))
