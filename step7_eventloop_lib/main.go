@@ -13,9 +13,7 @@ package main
 
 import (
 	"context"
-	"os"
 	"runtime"
-	"runtime/pprof"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -45,7 +43,7 @@ func main() {
 				return cli.Exit("step7_eventloop_lib: --idle-timeout must be >= 0 (see --help)", 2)
 			}
 			if path := env.CLI.String("cpuprofile"); path != "" {
-				stop, err := profile(path)
+				stop, err := app.CPUProfile(path)
 				if err != nil {
 					return err
 				}
@@ -67,18 +65,4 @@ func main() {
 			return err
 		},
 	})
-}
-
-// profile starts a CPU profile, the tool the chapter uses to see where the
-// two libraries spend their time, and returns the function that ends it.
-func profile(path string) (func(), error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -72,5 +73,20 @@ func TestRunExitCoderPassesThrough(t *testing.T) {
 	var errOut bytes.Buffer
 	if code := run(s, []string{"stepX"}, &errOut); code != 2 || errOut.String() != "stepX: --interval must be >= 0 (see --help)\n" {
 		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+func TestCPUProfile(t *testing.T) {
+	path := t.TempDir() + "/cpu.prof"
+	stop, err := CPUProfile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		t.Fatalf("profile not written: %v", err)
+	}
+	if _, err := CPUProfile(t.TempDir() + "/no/such/dir/cpu.prof"); err == nil {
+		t.Fatal("CPUProfile into a missing directory succeeded")
 	}
 }

@@ -9,9 +9,7 @@ package main
 
 import (
 	"context"
-	"os"
 	"runtime"
-	"runtime/pprof"
 
 	"github.com/urfave/cli/v2"
 
@@ -34,7 +32,7 @@ func main() {
 				return cli.Exit("gnetserver: --loops must be >= 1 (see --help)", 2)
 			}
 			if path := env.CLI.String("cpuprofile"); path != "" {
-				stop, err := profile(path)
+				stop, err := app.CPUProfile(path)
 				if err != nil {
 					return err
 				}
@@ -43,18 +41,4 @@ func main() {
 			return serve(ctx, env, loops)
 		},
 	})
-}
-
-// profile starts a CPU profile, the tool the chapter uses to see where the
-// two libraries spend their time, and returns the function that ends it.
-func profile(path string) (func(), error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
