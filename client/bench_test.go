@@ -49,7 +49,7 @@ func TestBenchCountsWhatTheServerAnswered(t *testing.T) {
 	if r.BytesAnswered != r.BytesSent || r.BytesAnswered%50 != 0 || r.Msgs*50 > r.BytesAnswered {
 		t.Fatalf("sent %d bytes, answered %d, %d messages of 50 in the window", r.BytesSent, r.BytesAnswered, r.Msgs)
 	}
-	if got, want := uint64(after-before), r.BytesAnswered+3; got != want {
+	if got, want := after-before, int64(r.BytesAnswered+3); !wroteExactly(got, want) {
 		t.Fatalf("server wrote %d bytes; bench verified %d answer bytes + 3 acks = %d", got, r.BytesAnswered, want)
 	}
 	if r.Latency.P50 <= 0 || r.Latency.P99 < r.Latency.P50 || r.ServerCPU == nil {
@@ -80,4 +80,14 @@ func TestBenchBadFlags(t *testing.T) {
 		}
 		oneLine(t, errs, "client bench: ")
 	}
+}
+
+// wroteExactly compares a server's /proc/PID/io wchar growth with the bytes
+// it owed its clients. wchar counts every write(2) of the process, and the
+// Go runtime writes an 8-byte counter to its own eventfd to wake its poller
+// (netpollBreak), now and then: a surplus of a few whole 8-byte writes is
+// the runtime, any other difference is a miscount.
+func wroteExactly(got, want int64) bool {
+	extra := got - want
+	return extra >= 0 && extra%8 == 0 && extra <= 8*16
 }

@@ -30,7 +30,7 @@ func TestChurnCountsConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := after-before, int64(50*(1+10)+1); got != want {
+	if got, want := after-before, int64(50*(1+10)+1); !wroteExactly(got, want) {
 		t.Fatalf("server wrote %d bytes, want %d for 50 connections", got, want)
 	}
 }
