@@ -129,10 +129,12 @@ func TestThreadsCostOneOSThreadEach(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	// A locked goroutine that ends takes its thread with it.
+	// A locked goroutine that ends takes its thread with it, so the count
+	// falls back to about where it was before the clients came (a couple
+	// over, for threads the runtime started meanwhile and keeps parked).
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if after := threadsAt(t, srv, 0); after <= busy-n {
+		if after := threadsAt(t, srv, 0); after <= idle+n/4 && after < busy {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
