@@ -244,9 +244,11 @@ func RaiseNofile() (uint64, error) {
 		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
 			// macOS refuses a soft limit above kern.maxfilesperproc even
 			// when the hard limit is "infinity"; keep what we have.
-			return rl.Cur, os.NewSyscallError("setrlimit", err)
+			return uint64(rl.Cur), os.NewSyscallError("setrlimit", err)
 		}
 		rl = want
 	}
-	return rl.Cur, nil
+	// Rlimit's fields are uint64 on Linux and macOS but int64 on FreeBSD
+	// (where RLIM_INFINITY is -1, which converts to the largest uint64).
+	return uint64(rl.Cur), nil
 }

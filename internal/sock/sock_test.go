@@ -114,7 +114,7 @@ func TestRaiseNofile(t *testing.T) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
 		t.Fatal(err)
 	}
-	if n != rl.Cur {
+	if n != uint64(rl.Cur) {
 		t.Fatalf("RaiseNofile returned %d, limit is %d", n, rl.Cur)
 	}
 }
