@@ -60,8 +60,10 @@ func TestBenchCountsWhatTheServerAnswered(t *testing.T) {
 // With --rate the run is open-loop: the messages due in the window are
 // conns x rate x duration whatever the server does, and with --pid the
 // server's CPU per message and messages per CPU-second are inverses.
+//
+// Not parallel: runClient shares package-level cli flags, and two
+// parallel runs race on them.
 func TestBenchOpenLoopJSON(t *testing.T) {
-	t.Parallel()
 	srv := steptest.Start(t, step2)
 	host, port := hostPort(t, srv.Addr)
 	code, out, errs := runClient(t, "bench", "--json", "--conns", "3", "--size", "20", "--rate", "200",
