@@ -32,12 +32,19 @@ func benchCommand() *cli.Command {
 			"--pipeline of them in flight. The server answers every byte with its successor; bench\n" +
 			"verifies every answer byte and reports messages per second, MB/s each way, latency\n" +
 			"percentiles (send to last answer byte) and its own CPU use, to show it was not the bottleneck.\n\n" +
+			"That is a closed loop: a connection sends again only when answered, so a server that stalls\n" +
+			"makes the client send less, and only the few messages in flight see the stall (coordinated\n" +
+			"omission). --rate R makes it open-loop: each connection sends R messages per second on a fixed\n" +
+			"schedule whatever the answers do, and latency runs from the time each message was due, not\n" +
+			"when it was sent, so every message that arrived during a stall carries it (--pipeline unused).\n\n" +
+			"With --pid it also reports the server's CPU time per message and messages per server CPU-second.\n\n" +
 			"   taskset -c 0 go run ./step2_thread_per_conn &\n" +
 			"   taskset -c 1 go run ./client bench --conns 50 --duration 10s --pid $(pgrep -n step2) 127.0.0.1 8080",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "conns", Aliases: []string{"c"}, Value: 50, Usage: "concurrent connections"},
 			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 64, Usage: "bytes per message"},
 			&cli.IntFlag{Name: "pipeline", Aliases: []string{"p"}, Value: 1, Usage: "messages in flight per connection"},
+			&cli.Float64Flag{Name: "rate", Usage: "open loop: messages per connection per second, latency timed from each message's due time"},
 			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: 10 * time.Second, Usage: "how long to measure"},
 			&cli.DurationFlag{Name: "warmup", Value: time.Second, Usage: "run this long before measuring"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: 5 * time.Second, Usage: "give up on a connection whose '*' takes longer"},
@@ -63,12 +70,17 @@ func bench(c *cli.Context) error {
 		Conns: c.Int("conns"), Size: c.Int("size"), Pipeline: c.Int("pipeline"),
 		Duration: c.Duration("duration"), Warmup: c.Duration("warmup"),
 		ConnectTimeout: c.Duration("connect-timeout"), ServerPID: c.Int("pid"),
+		Rate: c.Float64("rate"),
 	}
 	switch {
 	case o.Conns < 1 || o.Conns > 15000:
 		return usageErr(cmd, "--conns %d: want 1 to 15000 (one process may open 20000 files)", o.Conns)
 	case o.Size < 1 || o.Pipeline < 1:
 		return usageErr(cmd, "--size and --pipeline must be at least 1")
+	case o.Rate < 0 || o.Rate > 1e6:
+		return usageErr(cmd, "--rate %v: want 0 (closed loop) to 1000000 messages per connection per second", o.Rate)
+	case o.Rate > 0 && c.IsSet("pipeline"):
+		return usageErr(cmd, "--rate and --pipeline: an open loop has no fixed number in flight; pick one")
 	case o.Size*o.Pipeline > maxInFlight:
 		return usageErr(cmd, "--size x --pipeline = %d bytes in flight per connection; keep it under %d", o.Size*o.Pipeline, maxInFlight)
 	case o.Duration <= 0 || o.Duration > time.Hour:
@@ -131,7 +143,9 @@ func bench(c *cli.Context) error {
 // benchFigures are the derived numbers every output format prints.
 type benchFigures struct {
 	msgsPerSec, mbPerSec   float64
-	clientCPU, serverCPU   float64 // in cores: 1.0 = one core busy all the time
+	clientCPU, serverCPU   float64       // in cores: 1.0 = one core busy all the time
+	serverPerMsg           time.Duration // server CPU time per message (0: unknown)
+	msgsPerServerCPUSec    float64       // its inverse: messages per server CPU-second
 	user, sys              float64
 	p50, p90, p99, p999, m time.Duration
 }
@@ -149,17 +163,29 @@ func figures(o load.BenchOptions, r *load.BenchResult) benchFigures {
 		f.clientCPU = f.user + f.sys
 		f.serverCPU = r.Server.Seconds() / r.CPUWall.Seconds()
 	}
+	if r.ServerOK && f.msgsPerSec > 0 && f.serverCPU > 0 {
+		f.serverPerMsg = time.Duration(f.serverCPU / f.msgsPerSec * 1e9)
+		f.msgsPerServerCPUSec = f.msgsPerSec / f.serverCPU
+	}
 	return f
 }
 
 func printBenchText(w io.Writer, o load.BenchOptions, r *load.BenchResult) {
 	f := figures(o, r)
-	fmt.Fprintf(w, "bench %s: %s, %d-byte messages, pipeline %d, %v warm-up + %v measured\n",
-		o.Addr, plural(r.Conns, "connection"), o.Size, o.Pipeline, o.Warmup, r.Window)
+	mode := fmt.Sprintf("pipeline %d", o.Pipeline)
+	if o.Rate > 0 {
+		mode = fmt.Sprintf("open loop at %g msgs/s per connection", o.Rate)
+	}
+	fmt.Fprintf(w, "bench %s: %s, %d-byte messages, %s, %v warm-up + %v measured\n",
+		o.Addr, plural(r.Conns, "connection"), o.Size, mode, o.Warmup, r.Window)
 	fmt.Fprintf(w, "  throughput  %.0f msgs/s, %.2f MB/s each way (%d messages answered and verified)\n",
 		f.msgsPerSec, f.mbPerSec, r.Msgs)
-	fmt.Fprintf(w, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
-		human(f.p50), human(f.p90), human(f.p99), human(f.p999), human(f.m))
+	from := "send"
+	if o.Rate > 0 {
+		from = "due time"
+	}
+	fmt.Fprintf(w, "  latency     (from %s) p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
+		from, human(f.p50), human(f.p90), human(f.p99), human(f.p999), human(f.m))
 	fmt.Fprintf(w, "  errors      %d\n", r.Errors.Total())
 	// CPU per message says who would win on equal cores: the side that
 	// spends less per message can drive the other past its limit.
@@ -172,7 +198,8 @@ func printBenchText(w io.Writer, o load.BenchOptions, r *load.BenchResult) {
 	fmt.Fprintf(w, "  client CPU  %.0f%% of one core (user %.0f%%, system %.0f%%), %s per message\n",
 		100*f.clientCPU, 100*f.user, 100*f.sys, perMsg(f.clientCPU))
 	if r.ServerOK {
-		fmt.Fprintf(w, "  server CPU  %.0f%% of one core (pid %d), %s per message\n", 100*f.serverCPU, o.ServerPID, perMsg(f.serverCPU))
+		fmt.Fprintf(w, "  server CPU  %.0f%% of one core (pid %d), %s per message, %.0f msgs per server CPU-second\n",
+			100*f.serverCPU, o.ServerPID, perMsg(f.serverCPU), f.msgsPerServerCPUSec)
 	}
 }
 
@@ -208,6 +235,7 @@ func benchJSON(o load.BenchOptions, r *load.BenchResult) any {
 		Conns         int            `json:"conns"`
 		Size          int            `json:"size"`
 		Pipeline      int            `json:"pipeline"`
+		Rate          float64        `json:"rate_per_conn,omitempty"`
 		WarmupSec     float64        `json:"warmup_s"`
 		WindowSec     float64        `json:"window_s"`
 		Msgs          uint64         `json:"msgs"`
@@ -219,10 +247,12 @@ func benchJSON(o load.BenchOptions, r *load.BenchResult) any {
 		ClientUser    float64        `json:"client_user_cores"`
 		ClientSys     float64        `json:"client_sys_cores"`
 		ServerCPU     *float64       `json:"server_cpu_cores,omitempty"`
+		ServerPerMsg  *float64       `json:"server_cpu_per_msg_s,omitempty"`
+		ServerMsgsCPU *float64       `json:"msgs_per_server_cpu_s,omitempty"`
 		BytesSent     uint64         `json:"bytes_sent"`
 		BytesAnswered uint64         `json:"bytes_answered"`
 	}{
-		Addr: o.Addr, Conns: r.Conns, Size: o.Size, Pipeline: o.Pipeline,
+		Addr: o.Addr, Conns: r.Conns, Size: o.Size, Pipeline: o.Pipeline, Rate: o.Rate,
 		WarmupSec: o.Warmup.Seconds(), WindowSec: r.Window.Seconds(),
 		Msgs: r.Msgs, MsgsPerSec: f.msgsPerSec, MBPerSec: f.mbPerSec,
 		LatencySec: latency{f.p50.Seconds(), f.p90.Seconds(), f.p99.Seconds(), f.p999.Seconds(), f.m.Seconds(), r.Latency.Mean().Seconds()},
@@ -234,6 +264,10 @@ func benchJSON(o load.BenchOptions, r *load.BenchResult) any {
 	}
 	if r.ServerOK {
 		out.ServerCPU = &f.serverCPU
+		if f.serverPerMsg > 0 {
+			perMsg := f.serverPerMsg.Seconds()
+			out.ServerPerMsg, out.ServerMsgsCPU = &perMsg, &f.msgsPerServerCPUSec
+		}
 	}
 	return out
 }

@@ -57,6 +57,46 @@ func TestBenchCountsWhatTheServerAnswered(t *testing.T) {
 	}
 }
 
+// With --rate the run is open-loop: the messages due in the window are
+// conns x rate x duration whatever the server does, and with --pid the
+// server's CPU per message and messages per CPU-second are inverses.
+//
+// Not parallel: runClient shares package-level cli flags, and two
+// parallel runs race on them.
+func TestBenchOpenLoopJSON(t *testing.T) {
+	srv := steptest.Start(t, step2)
+	host, port := hostPort(t, srv.Addr)
+	code, out, errs := runClient(t, "bench", "--json", "--conns", "3", "--size", "20", "--rate", "200",
+		"--warmup", "100ms", "--duration", "500ms", "--pid", itoa(srv.PID()), host, port)
+	if code != 0 {
+		t.Fatalf("bench exit %d\n%s%s", code, out, errs)
+	}
+	var r struct {
+		Rate          float64        `json:"rate_per_conn"`
+		Msgs          uint64         `json:"msgs"`
+		Errors        map[string]int `json:"errors"`
+		BytesSent     uint64         `json:"bytes_sent"`
+		BytesAnswered uint64         `json:"bytes_answered"`
+		PerMsg        *float64       `json:"server_cpu_per_msg_s"`
+		MsgsPerCPU    *float64       `json:"msgs_per_server_cpu_s"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v in:\n%s", err, out)
+	}
+	// 3 x 200/s x 0.5 s = 300 due in the window; one either side for
+	// the schedule's phase.
+	if r.Rate != 200 || len(r.Errors) != 0 || r.Msgs < 297 || r.Msgs > 303 || r.BytesSent != r.BytesAnswered {
+		t.Fatalf("unexpected result: %+v", r)
+	}
+	// The server may use too little CPU in 0.5 s for the tick-based
+	// counters to see; when it is seen, the two figures must agree.
+	if r.PerMsg != nil {
+		if r.MsgsPerCPU == nil || *r.PerMsg**r.MsgsPerCPU < 0.99 || *r.PerMsg**r.MsgsPerCPU > 1.01 {
+			t.Fatalf("server CPU per message %v and messages per CPU-second %v are not inverses", r.PerMsg, r.MsgsPerCPU)
+		}
+	}
+}
+
 func TestBenchRefused(t *testing.T) {
 	host, port := closedPort(t)
 	code, out, errs := runClient(t, "bench", "--duration", "100ms", host, port)
@@ -73,6 +113,8 @@ func TestBenchBadFlags(t *testing.T) {
 		{"bench", "--size", "65536", "--pipeline", "2", "127.0.0.1", "1"},
 		{"bench", "192.0.2.1", "1"},
 		{"bench", "127.0.0.1"},
+		{"bench", "--rate", "-1", "127.0.0.1", "1"},
+		{"bench", "--rate", "100", "--pipeline", "4", "127.0.0.1", "1"},
 	} {
 		code, _, errs := runClient(t, args...)
 		if code != 2 {

@@ -158,7 +158,7 @@ func listen(host string, port, loops int) ([]int, netip.AddrPort, error) {
 			// mistake gets EADDRINUSE instead of half our clients.
 			lfd, ap, err = sock.ListenFD(host, port)
 		} else {
-			lfd, ap, err = sock.ListenFDReusePort(host, port)
+			lfd, ap, err = sock.ListenFDReusePort(host, port, i > 0)
 		}
 		if err == nil {
 			// Non-blocking: we accept until EAGAIN says the queue is

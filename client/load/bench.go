@@ -3,8 +3,10 @@ package load
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,9 +17,14 @@ import (
 // BenchOptions configures Bench.
 type BenchOptions struct {
 	Addr     string
-	Conns    int           // connections, each with its own goroutine
-	Size     int           // bytes per message
-	Pipeline int           // messages in flight per connection
+	Conns    int // connections, each with its own goroutine
+	Size     int // bytes per message
+	Pipeline int // messages in flight per connection (closed loop)
+	// Rate, if above 0, makes the run open-loop: each connection sends
+	// Rate messages per second on a fixed schedule, whatever the answers
+	// do, and latency runs from when a message was due, not when it was
+	// sent. Pipeline is then unused.
+	Rate     float64
 	Warmup   time.Duration // run but do not measure
 	Duration time.Duration // measure for this long after the warm-up
 	// ConnectTimeout bounds connect() plus the wait for '*'.
@@ -32,10 +39,12 @@ type BenchOptions struct {
 // BenchResult is what a bench run measured. Counts cover the measured
 // window only, except the Total fields.
 type BenchResult struct {
-	Conns    int           // connections that got their '*'
-	Window   time.Duration // the measured window, as it really lasted
-	Msgs     uint64        // messages answered and verified in the window
-	Latency  Hist          // send-to-last-answer-byte time of those messages
+	Conns  int           // connections that got their '*'
+	Window time.Duration // the measured window, as it really lasted
+	Msgs   uint64        // messages answered and verified in the window
+	// Latency is send-to-last-answer-byte time in a closed loop, and
+	// due-to-last-answer-byte time in an open loop (Rate).
+	Latency  Hist
 	Errors   Errors
 	CPUUser  time.Duration // this process, during the window
 	CPUSys   time.Duration
@@ -59,7 +68,7 @@ const drainGrace = 3 * time.Second
 // Bench runs the echo benchmark. It fails as a whole only when no
 // connection could be set up; otherwise problems are counted in Errors.
 func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
-	if o.Conns < 1 || o.Size < 1 || o.Pipeline < 1 || o.Duration <= 0 || o.Warmup < 0 {
+	if o.Conns < 1 || o.Size < 1 || o.Pipeline < 1 || o.Duration <= 0 || o.Warmup < 0 || o.Rate < 0 {
 		return nil, fmt.Errorf("bench: need conns, size, pipeline and duration above 0")
 	}
 	if o.ConnectTimeout <= 0 {
@@ -117,14 +126,21 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 
 	start := time.Now()
 	t := timeline{start: start, measure: o.Warmup, end: o.Warmup + o.Duration}
-	for _, c := range conns {
+	for i, c := range conns {
 		// One deadline for the whole run bounds every read and write,
 		// without the cost of setting one per message.
-		c.conn.SetDeadline(start.Add(t.end + drainGrace))
+		c.deadline = start.Add(t.end + drainGrace)
+		c.conn.SetDeadline(c.deadline)
 		stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
 		wg.Go(func() {
 			defer stop()
-			c.run(&t)
+			if o.Rate > 0 {
+				// Spread the connections' schedules over one interval, so
+				// they do not all fire at the same instant.
+				c.runOpen(&t, o.Rate, time.Duration(float64(i)/float64(len(conns))*1e9/o.Rate))
+			} else {
+				c.run(&t)
+			}
 		})
 	}
 
@@ -199,6 +215,7 @@ type benchConn struct {
 	ring, answer   []byte          // the message pattern and its answers
 	sentAt         []time.Duration // send time of each message in flight, by index % pipeline
 	rbuf, wbuf     []byte
+	deadline       time.Time // of the whole run, drain included
 
 	sent, answered uint64 // bytes
 	msgs           uint64 // messages completed inside the window
@@ -292,4 +309,114 @@ func (c *benchConn) verify(got []byte) error {
 		got, pos = got[k:], pos+uint64(k)
 	}
 	return nil
+}
+
+// openBatch bounds the bytes one write of an open-loop sender carries when
+// it is behind schedule and catches up.
+const openBatch = 64 * 1024
+
+// runOpen is the open-loop run: message i is due at phase + i/rate from
+// the start, and a sender goroutine writes each one when it falls due,
+// whether or not earlier ones were answered. The reader, on this
+// goroutine, times each answer from its message's due time. A server that
+// stalls for 500 ms therefore shows 500 ms of latency on every message due
+// during the stall, the way a real user arriving then would see it; a
+// closed loop just sends less while the server stalls and records one slow
+// message per connection (coordinated omission).
+func (c *benchConn) runOpen(t *timeline, rate float64, phase time.Duration) {
+	due := func(i uint64) time.Duration { return phase + time.Duration(float64(i)*1e9/rate) }
+	var sent, final, done atomic.Uint64 // messages written, messages the sender will ever write (+1), answered
+	quit := make(chan struct{})
+	var werr error
+	var wdone sync.WaitGroup
+	wdone.Go(func() {
+		var next uint64
+		defer func() {
+			final.Store(next + 1)
+			// If the reader already has every answer it is blocked in a
+			// read that nothing will satisfy: wake it. Either it sees
+			// final after its last answer, or we see its done here. After
+			// a failed write, wake it in any case.
+			if werr != nil || done.Load() == next {
+				c.conn.SetReadDeadline(time.Now())
+			}
+		}()
+		sleep := time.NewTimer(0)
+		defer sleep.Stop()
+		for {
+			now := time.Since(t.start)
+			if due(next) >= t.end {
+				return
+			}
+			if d := due(next) - now; d > 0 {
+				sleep.Reset(d)
+				select {
+				case <-sleep.C:
+				case <-quit:
+					return
+				}
+				continue
+			}
+			// Everything due by now goes out in one write.
+			c.wbuf = c.wbuf[:0]
+			for due(next) <= now && due(next) < t.end && len(c.wbuf)+c.size <= openBatch {
+				off := int(next % patLen)
+				c.wbuf = append(c.wbuf, c.ring[off:off+c.size]...)
+				next++
+			}
+			n, err := c.conn.Write(c.wbuf)
+			c.sent += uint64(n) // read by Bench only after wdone.Wait
+			sent.Store(next)
+			if err != nil {
+				werr = fmt.Errorf("write: %w", err)
+				return
+			}
+		}
+	})
+	defer wdone.Wait()
+	defer close(quit)
+	defer func() {
+		if c.err != nil {
+			c.conn.SetWriteDeadline(time.Unix(1, 0)) // unblock the sender
+		}
+	}()
+	for {
+		if f := final.Load(); f > 0 && done.Load() == f-1 {
+			return
+		}
+		n, err := c.conn.Read(c.rbuf)
+		now := time.Since(t.start)
+		if n > 0 {
+			if verr := c.verify(c.rbuf[:n]); verr != nil {
+				c.err = verr
+				return
+			}
+			c.answered += uint64(n)
+			d := done.Load()
+			completed := c.answered/uint64(c.size) - d
+			for range completed {
+				if at := due(d); at >= t.measure && at < t.end {
+					c.hist.Record(now - at)
+					c.msgs++
+				}
+				d++
+			}
+			done.Store(d)
+			c.progress.Store(d)
+		}
+		if err != nil {
+			f := final.Load()
+			switch {
+			case f > 0 && done.Load() == f-1 && errors.Is(err, os.ErrDeadlineExceeded):
+				return // the sender's wake-up: every answer is in
+			case f > 0 && werr != nil:
+				c.err = werr
+			case time.Now().After(c.deadline):
+				c.err = fmt.Errorf("%d of %d messages unanswered at the end: %w", sent.Load()-done.Load(), sent.Load(), err)
+			default:
+				c.err = fmt.Errorf("read after %d answer bytes: %w", c.answered, err)
+			}
+			return
+		}
+	}
 }

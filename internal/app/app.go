@@ -99,6 +99,12 @@ func run(s Server, args []string, stderr io.Writer) int {
 			if n, err := sock.RaiseNofile(); err != nil {
 				env.Log.Warn("could not raise the open-file limit", "limit", n, "err", err)
 			}
+			// A server's log is its stderr. If whoever reads it goes away
+			// (a closed pipe, `2> >(head -1)`), Go turns the next write to
+			// fd 2 into SIGPIPE, whose default action kills the process.
+			// Ignored, the write just fails with EPIPE: the log is lost,
+			// the clients are still served, and SIGTERM still exits 0.
+			signal.Ignore(syscall.SIGPIPE)
 			// The first SIGINT or SIGTERM ends ctx and the server shuts down
 			// in order; stop() then restores the default action, so a second
 			// Ctrl-C kills a server whose shutdown hangs.

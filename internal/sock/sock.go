@@ -62,8 +62,45 @@ func ListenFD(host string, port int) (int, netip.AddrPort, error) {
 // ListenFDReusePort is ListenFD with SO_REUSEPORT set, so that several
 // sockets, one per event loop, can bind the same address and the kernel
 // spreads incoming connections across them.
-func ListenFDReusePort(host string, port int) (int, netip.AddrPort, error) {
+//
+// SO_REUSEPORT alone cannot tell a deliberate group from an accident: the
+// kernel lets any socket of the same user that also sets it join, so the
+// same server started twice by mistake would bind too and quietly take
+// half the new connections. So the first listener of a group (join false)
+// first makes sure nobody listens on the address, with a probe bound
+// without SO_REUSEPORT; only then does it bind with the flag. The others
+// (join true, on the port the first one got) skip the check, since that
+// listener is now there by design. A server started twice thus fails on
+// its first listener, with EADDRINUSE naming the address.
+func ListenFDReusePort(host string, port int, join bool) (int, netip.AddrPort, error) {
+	if !join {
+		ap, err := probeFree(host, port)
+		if err != nil {
+			return -1, netip.AddrPort{}, err
+		}
+		// With port 0 the probe asked the kernel for a free port; the
+		// group takes that one.
+		host, port = ap.Addr().String(), int(ap.Port())
+	}
 	return listenFD(host, port, true)
+}
+
+// probeFree binds, and closes at once, a socket without SO_REUSEPORT on
+// host:port, and returns the address it got. Without the flag, bind fails
+// with EADDRINUSE while any other socket listens there, with or without
+// SO_REUSEPORT: on Linux and the BSDs alike, sharing a port needs every
+// socket to ask for it. SO_REUSEADDR still lets the probe through when the
+// port is only held by connections in TIME_WAIT, as a restart needs. (Two
+// servers started within the same few microseconds could both pass the
+// probe before either binds; the check is for a human's mistake, not a
+// lock.)
+func probeFree(host string, port int) (netip.AddrPort, error) {
+	fd, ap, err := listenFD(host, port, false)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	unix.Close(fd)
+	return ap, nil
 }
 
 func listenFD(host string, port int, reusePort bool) (int, netip.AddrPort, error) {
@@ -84,7 +121,10 @@ func listenFD(host string, port int, reusePort bool) (int, netip.AddrPort, error
 	unix.CloseOnExec(fd)
 	fail := func(call string, err error) (int, netip.AddrPort, error) {
 		unix.Close(fd)
-		return -1, netip.AddrPort{}, os.NewSyscallError(call, err)
+		// The address goes in the error, so that "bind: address already
+		// in use" also says which address.
+		return -1, netip.AddrPort{}, &net.OpError{Op: "listen", Net: "tcp",
+			Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError(call, err)}
 	}
 	// SO_REUSEADDR lets a restarted server bind its port again at once,
 	// while connections of the previous run still sit in TIME_WAIT.

@@ -1,7 +1,9 @@
 package sock
 
 import (
+	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +118,29 @@ func TestRaiseNofile(t *testing.T) {
 	}
 	if n != uint64(rl.Cur) {
 		t.Fatalf("RaiseNofile returned %d, limit is %d", n, rl.Cur)
+	}
+}
+
+// A group's first listener must refuse a port that another SO_REUSEPORT
+// listener already holds (a server started twice), while a member joining
+// its own group on that port still binds.
+func TestListenFDReusePortRefusesBusyPort(t *testing.T) {
+	first, ap, err := ListenFDReusePort("127.0.0.1", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(first)
+	member, _, err := ListenFDReusePort("127.0.0.1", int(ap.Port()), true)
+	if err != nil {
+		t.Fatalf("joining our own group: %v", err)
+	}
+	unix.Close(member)
+	fd, _, err := ListenFDReusePort("127.0.0.1", int(ap.Port()), false)
+	if err == nil {
+		unix.Close(fd)
+		t.Fatal("a second group's first listener bound a busy port")
+	}
+	if !errors.Is(err, unix.EADDRINUSE) || !strings.Contains(err.Error(), ap.String()) {
+		t.Fatalf("got %v, want EADDRINUSE naming %v", err, ap)
 	}
 }

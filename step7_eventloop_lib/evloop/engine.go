@@ -157,7 +157,7 @@ func (e *Engine) open(host string, port int) error {
 		e.loops = append(e.loops, l)
 		// The first bind picks the port when port is 0; the others must
 		// share that port, not pick ports of their own.
-		lfd, ap, err := sock.ListenFDReusePort(host, port)
+		lfd, ap, err := sock.ListenFDReusePort(host, port, i > 0)
 		if err != nil {
 			return err
 		}
