@@ -20,7 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"concurrent-servers-go/client/procstat"
-	"concurrent-servers-go/client/session"
+	"concurrent-servers-go/internal/session"
 )
 
 func compareCommand() *cli.Command {
@@ -275,9 +275,9 @@ func runOne(ctx context.Context, s step, bin string, n int, scale float64, budge
 		return r
 	}
 	defer srv.stop()
-	peak := procstat.Sample(srv.pid(), 50*time.Millisecond)
+	peak := procstat.Sample(srv.PID(), 50*time.Millisecond)
 	rep := session.Run(ctx, session.Options{
-		Addr: srv.addr, N: n, Scale: scale,
+		Addr: srv.Addr, N: n, Scale: scale,
 		Timeout: max(2*predicted, predicted+10*time.Second),
 		OnDone:  func(session.Result) { onDone() },
 	})

@@ -23,7 +23,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"concurrent-servers-go/client/session"
+	"concurrent-servers-go/internal/session"
 	"concurrent-servers-go/internal/sock"
 )
 

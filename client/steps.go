@@ -14,8 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"concurrent-servers-go/internal/stepproc"
 )
 
 // A step as compare finds it: a directory step<digit>_* at the module root
@@ -121,33 +122,23 @@ func firstLine(s string) string {
 // build compiles a step into dir and returns the binary's path.
 func (s step) build(ctx context.Context, root, dir string) (string, error) {
 	bin := filepath.Join(dir, s.name)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, s.pkg)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		if ctx.Err() != nil {
-			return "", ctx.Err()
+	if err := stepproc.Build(ctx, root, s.pkg, bin, false); err != nil {
+		var be *stepproc.BuildError
+		if errors.As(err, &be) {
+			return "", fmt.Errorf("build failed: %s", be.FirstError())
 		}
-		msg := firstLine(string(out))
-		// go build prints "# pkg" before the first compiler error.
-		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) > 1 && strings.HasPrefix(lines[0], "#") {
-			msg = lines[1]
-		}
-		return "", fmt.Errorf("build failed: %s", msg)
+		return "", err
 	}
 	return bin, nil
 }
 
 // server is a step binary we started.
 type server struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan struct{}
+	*stepproc.Proc
 
 	mu  sync.Mutex
 	log []string // last lines of its stderr, for error messages
 }
-
-var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
 // startServer runs bin on a free port and waits for the line that says
 // where it listens.
@@ -155,53 +146,24 @@ func startServer(ctx context.Context, bin string, args ...string) (*server, erro
 	cmd := exec.Command(bin, append([]string{"--port", "0"}, args...)...)
 	cmd.Stdout = io.Discard
 	dieWithParent(cmd)
-	pr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &server{cmd: cmd, done: make(chan struct{})}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			line := sc.Text()
-			s.mu.Lock()
-			s.log = append(s.log, line)
-			if len(s.log) > 20 {
-				s.log = s.log[1:]
-			}
-			s.mu.Unlock()
-			if m := listeningLine.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
+	s := &server{}
+	p, err := stepproc.Start(ctx, cmd, 10*time.Second, func(line string) {
+		s.mu.Lock()
+		s.log = append(s.log, line)
+		if len(s.log) > 20 {
+			s.log = s.log[1:]
 		}
-		io.Copy(io.Discard, pr)
-		cmd.Wait()
-		close(s.done)
-	}()
-	t := time.NewTimer(10 * time.Second)
-	defer t.Stop()
-	select {
-	case s.addr = <-addr:
-		return s, nil
-	case <-s.done:
-		return nil, fmt.Errorf("exited before listening (%v): %s", cmd.ProcessState, s.lastLog())
-	case <-t.C:
-		s.stop()
-		return nil, errors.New("did not log 'listening addr=' within 10s")
-	case <-ctx.Done():
-		s.stop()
-		return nil, ctx.Err()
+		s.mu.Unlock()
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%v: %s", err, s.lastLog())
 	}
+	s.Proc = p
+	return s, nil
 }
-
-func (s *server) pid() int { return s.cmd.Process.Pid }
 
 func (s *server) lastLog() string {
 	s.mu.Lock()
@@ -214,19 +176,4 @@ func (s *server) lastLog() string {
 
 // stop asks the server to stop (SIGTERM, which every step handles), and
 // kills it if it is still there after a grace period.
-func (s *server) stop() {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(3 * time.Second)
-	defer t.Stop()
-	select {
-	case <-s.done:
-	case <-t.C:
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-}
+func (s *server) stop() { s.Stop(3 * time.Second) }

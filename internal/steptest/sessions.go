@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"concurrent-servers-go/client/session"
+	"concurrent-servers-go/internal/session"
 )
 
 // Scale is the time scale end-to-end tests run the classic session at: one

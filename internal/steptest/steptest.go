@@ -10,11 +10,10 @@
 package steptest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,9 +21,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"concurrent-servers-go/internal/stepproc"
 )
 
 var (
@@ -51,13 +51,8 @@ func Build(t testing.TB, pkg string) string {
 		builtDir = d
 	}
 	bin := filepath.Join(builtDir, strings.ReplaceAll(pkg, "/", "_"))
-	args := []string{"build", "-o", bin}
-	if RaceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	if err := stepproc.Build(context.Background(), "", pkg, bin, RaceEnabled); err != nil {
+		t.Fatal(err)
 	}
 	built[pkg] = bin
 	return bin
@@ -77,10 +72,9 @@ type Server struct {
 	Addr string // host:port it listens on
 	Cmd  *exec.Cmd
 
+	proc    *stepproc.Proc
 	mu      sync.Mutex
 	log     bytes.Buffer
-	done    chan struct{}
-	err     error // Wait's result, once done is closed
 	mayExit atomic.Bool
 }
 
@@ -88,8 +82,6 @@ type Server struct {
 // the test (a case that documents how a server dies), so an exit before
 // Stop is not reported as a failure.
 func (s *Server) MayExit() { s.mayExit.Store(true) }
-
-var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
 // Start builds pkg and runs it with --port 0 and the extra args, waits until
 // it logs its address, and arranges for Stop at the end of the test.
@@ -102,50 +94,22 @@ func Start(t testing.TB, pkg string, args ...string) *Server {
 // environment or resource limits, say). It must log "listening addr=...".
 func StartCmd(t testing.TB, cmd *exec.Cmd) *Server {
 	t.Helper()
-	s := &Server{Cmd: cmd, done: make(chan struct{})}
+	s := &Server{Cmd: cmd}
 	if RaceEnabled && cmd.Env == nil && os.Getenv("GORACE") == "" {
 		// A race-built program sleeps a second at exit by default (to let
 		// reports flush); over a suite of hundreds of server stops that is
 		// minutes of nothing.
 		cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	}
-	pr, pw := io.Pipe()
-	cmd.Stdout = pw
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	p, err := stepproc.Start(context.Background(), cmd, 20*time.Second, func(line string) {
+		s.mu.Lock()
+		s.log.WriteString(line + "\n")
+		s.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatalf("%s: %v:\n%s", cmd.Path, err, s.Log())
 	}
-	go func() {
-		s.err = cmd.Wait()
-		pw.Close()
-	}()
-	addr := make(chan string, 1)
-	go func() {
-		defer close(s.done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
-			s.mu.Lock()
-			s.log.WriteString(line + "\n")
-			s.mu.Unlock()
-			if m := listening.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	select {
-	case s.Addr = <-addr:
-	case <-s.done:
-		t.Fatalf("%s exited before listening (%v):\n%s", cmd.Path, s.err, s.Log())
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("%s did not log its address within 20s:\n%s", cmd.Path, s.Log())
-	}
+	s.proc, s.Addr = p, p.Addr
 	t.Cleanup(func() {
 		if err := s.Stop(5 * time.Second); err != nil {
 			t.Errorf("stopping %s: %v\n%s", filepath.Base(cmd.Path), err, s.Log())
@@ -171,31 +135,17 @@ func (s *Server) Stop(grace time.Duration) error {
 	if s.mayExit.Load() && s.Exited() {
 		return nil
 	}
-	if !s.Exited() {
-		s.Cmd.Process.Signal(syscall.SIGTERM)
-	}
-	select {
-	case <-s.done:
-	case <-time.After(grace):
-		s.Cmd.Process.Kill()
-		<-s.done
-		return fmt.Errorf("no exit within %v of SIGTERM", grace)
-	}
-	if s.err != nil {
-		return fmt.Errorf("exit after SIGTERM: %v", s.err)
+	if err := s.proc.Stop(grace); err != nil {
+		if errors.Is(err, stepproc.ErrNoExit) {
+			return err
+		}
+		return fmt.Errorf("exit after SIGTERM: %v", err)
 	}
 	return nil
 }
 
 // Exited reports whether the server process has ended.
-func (s *Server) Exited() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
+func (s *Server) Exited() bool { return s.proc.Exited() }
 
 // WaitLog waits until the server's log matches re, for up to d.
 func (s *Server) WaitLog(re *regexp.Regexp, d time.Duration) bool {
