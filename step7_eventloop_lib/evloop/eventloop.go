@@ -25,8 +25,9 @@ type loop struct {
 	evs   []event
 	now   time.Time // read once per round, after epoll_wait returns
 
-	// Accept backoff: while accept fails with EMFILE the listener is taken
-	// out of epoll until acceptAt, so a full fd table cannot spin the loop.
+	// Accept backoff: while accept fails (EMFILE, or any error that is not
+	// about one client) the listener is out of the poller's interest set
+	// until acceptAt, so a persistent error cannot spin the loop.
 	backoff  sock.Backoff
 	acceptAt time.Time
 
@@ -148,24 +149,26 @@ func (l *loop) timeout() int {
 // flood of new connections cannot starve the ones already open.
 func (l *loop) accept() {
 	for range 128 {
-		fd, sa, err := accept(l.lfd)
+		fd, sa, err := l.eng.opts.accept(l.lfd)
 		if err != nil {
+			// The policy every raw step shares. Only the first two cases
+			// may accept again at once; the others would find the same
+			// error on the next call, and the listener, level-triggered,
+			// would be reported readable on every wait: 100% CPU.
 			switch {
 			case err == unix.EAGAIN:
+				// Nothing waiting (another loop's wake-up, or a peer
+				// that reset): back to the poller.
 			case sock.AcceptAborted(err):
-				continue // that connection died in the queue; take the next
+				continue // that client gave up in the queue; take the next
 			case sock.OutOfResources(err):
-				// EMFILE: the connection stays queued and the listener
-				// stays readable, so accepting again now would spin.
-				// Leave epoll's interest list until the backoff ends.
-				d, first := l.backoff.Next()
-				if first {
-					l.eng.opts.log.Warn("accept: out of resources, backing off", "loop", l.id, "err", err)
-				}
-				l.p.del(l.lfd)
-				l.acceptAt = l.now.Add(d)
+				// EMFILE and friends: the connection stays queued, so
+				// the listener stays readable. Wait for fds to come back.
+				l.backOffAccept("accept: out of resources, backing off", err)
 			default:
-				l.eng.opts.log.Warn("accept", "loop", l.id, "err", err)
+				// Anything else (ENOTSOCK, EINVAL, an errno we have
+				// never seen) is no better for being retried at once.
+				l.backOffAccept("accept failed, backing off", err)
 			}
 			return
 		}
@@ -192,6 +195,21 @@ func (l *loop) accept() {
 		}
 		l.after(c, act)
 	}
+}
+
+// backOffAccept takes the listener out of the poller's interest set until
+// the backoff ends (run puts it back), logging once per burst: a loop that
+// cannot accept keeps serving the connections it has, and spends no CPU on
+// the listener meanwhile.
+func (l *loop) backOffAccept(msg string, err error) {
+	d, first := l.backoff.Next()
+	if first {
+		l.eng.opts.log.Warn(msg, "loop", l.id, "err", err)
+	}
+	if err := l.p.del(l.lfd); err != nil {
+		l.eng.opts.log.Warn("accept backoff", "loop", l.id, "err", err)
+	}
+	l.acceptAt = l.now.Add(d)
 }
 
 // serve handles one readiness event of one connection.

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Option changes one setting of an engine; pass them to Run.
@@ -19,6 +21,10 @@ type options struct {
 	workers     int
 	workQueue   int
 	log         *slog.Logger
+	// accept is accept(2) as the loop calls it: the poller file's accept,
+	// non-blocking and close-on-exec. Tests replace it to inject errors
+	// the kernel will not produce on demand.
+	accept func(lfd int) (int, unix.Sockaddr, error)
 }
 
 func defaultOptions() options {
@@ -31,6 +37,7 @@ func defaultOptions() options {
 		workers:     runtime.NumCPU(),
 		workQueue:   1024,
 		log:         slog.New(slog.DiscardHandler),
+		accept:      accept,
 	}
 }
 
