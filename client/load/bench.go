@@ -262,12 +262,11 @@ func (c *benchConn) run(t *timeline) {
 		n, err := c.conn.Read(c.rbuf)
 		now := time.Since(t.start)
 		if n > 0 {
-			if verr := c.verify(c.rbuf[:n]); verr != nil {
+			completed, verr := c.answers(c.rbuf[:n], done)
+			if verr != nil {
 				c.err = verr
 				return
 			}
-			c.answered += uint64(n)
-			completed := c.answered/uint64(c.size) - done
 			for range completed {
 				if now >= t.measure && now < t.end {
 					c.hist.Record(now - c.sentAt[done%uint64(c.pipeline)])
@@ -292,6 +291,18 @@ func (c *benchConn) run(t *timeline) {
 			return
 		}
 	}
+}
+
+// answers verifies a chunk read from the server, counts its bytes, and
+// returns how many messages beyond the done already counted it completes.
+// Both loops read this way; they differ only in when a message's latency
+// starts (when it was sent, or when it was due).
+func (c *benchConn) answers(got []byte, done uint64) (uint64, error) {
+	if err := c.verify(got); err != nil {
+		return 0, err
+	}
+	c.answered += uint64(len(got))
+	return c.answered/uint64(c.size) - done, nil
 }
 
 // verify checks a chunk of answers against what the protocol owes for the
@@ -387,13 +398,12 @@ func (c *benchConn) runOpen(t *timeline, rate float64, phase time.Duration) {
 		n, err := c.conn.Read(c.rbuf)
 		now := time.Since(t.start)
 		if n > 0 {
-			if verr := c.verify(c.rbuf[:n]); verr != nil {
+			d := done.Load()
+			completed, verr := c.answers(c.rbuf[:n], d)
+			if verr != nil {
 				c.err = verr
 				return
 			}
-			c.answered += uint64(n)
-			d := done.Load()
-			completed := c.answered/uint64(c.size) - d
 			for range completed {
 				if at := due(d); at >= t.measure && at < t.end {
 					c.hist.Record(now - at)

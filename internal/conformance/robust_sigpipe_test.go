@@ -7,12 +7,12 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"concurrent-servers-go/internal/stepproc"
 	"concurrent-servers-go/internal/steptest"
 )
 
@@ -32,8 +32,6 @@ func TestLogGone(t *testing.T) {
 		})
 	}
 }
-
-var listeningAddr = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
 func testLogGone(t *testing.T, r row) {
 	pr, pw, err := os.Pipe()
@@ -59,8 +57,8 @@ func testLogGone(t *testing.T, r row) {
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			if m := listeningAddr.FindStringSubmatch(sc.Text()); m != nil {
-				lines <- m[1]
+			if a, ok := stepproc.ListeningAddr(sc.Text()); ok {
+				lines <- a
 				return
 			}
 		}

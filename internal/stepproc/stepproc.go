@@ -61,6 +61,15 @@ func Build(ctx context.Context, dir, pkg, bin string, race bool) error {
 // --port 0 it is the only way to learn the port the kernel chose.
 var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
+// ListeningAddr returns the address in a server's "listening" log line, and
+// false for any other line. It is the one reader of that line's shape.
+func ListeningAddr(line string) (string, bool) {
+	if m := listening.FindStringSubmatch(line); m != nil {
+		return m[1], true
+	}
+	return "", false
+}
+
 // Proc is a server process Start started.
 type Proc struct {
 	Cmd  *exec.Cmd
@@ -100,9 +109,9 @@ func Start(ctx context.Context, cmd *exec.Cmd, wait time.Duration, onLine func(s
 			if onLine != nil {
 				onLine(line)
 			}
-			if m := listening.FindStringSubmatch(line); m != nil {
+			if a, ok := ListeningAddr(line); ok {
 				select {
-				case addr <- m[1]:
+				case addr <- a:
 				default:
 				}
 			}
