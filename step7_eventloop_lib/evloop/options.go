@@ -42,8 +42,9 @@ func defaultOptions() options {
 }
 
 // WithLoops sets the number of event loops, each a goroutine with its own
-// epoll and its own SO_REUSEPORT listener. The default, runtime.NumCPU(),
-// gives every core one loop; more loops than cores only add switching.
+// poller and its own SO_REUSEPORT listener (on macOS they share one: see
+// Engine.listen). The default, runtime.NumCPU(), gives every core one loop;
+// more loops than cores only add switching.
 func WithLoops(n int) Option { return func(o *options) { o.loops = n } }
 
 // WithReadBufferSize sets the size of each loop's shared read buffer, the
