@@ -120,6 +120,11 @@
 // other builds (load average 8 to 25), the suite took about 30-35 s, and
 // about 60 s with -race, with all eleven rows.
 //
+// TestHostExact and TestHostEmpty (host_test.go) hold every step to the
+// address it is given: with --host 0.0.0.0 a connection to [::1] is
+// refused, with --host :: one to 127.0.0.1 is (no dual-stack socket), and
+// --host '' is one line and exit status 2, never "every interface".
+//
 // FuzzLive (fuzz_test.go) sends fuzzed byte streams in fuzzed chunks to
 // live step6 (three modes), step7 and gnet servers and compares the answers
 // with protocol.Machine; its seeds run with every go test. TestSoak
