@@ -123,7 +123,7 @@
 // TestHostExact and TestHostEmpty (host_test.go) hold every step to the
 // address it is given: with --host 0.0.0.0 a connection to [::1] is
 // refused, with --host :: one to 127.0.0.1 is (no dual-stack socket), and
-// --host ” is one line and exit status 2, never "every interface".
+// an empty --host is one line and exit status 2, never "every interface".
 //
 // FuzzLive (fuzz_test.go) sends fuzzed byte streams in fuzzed chunks to
 // live step6 (three modes), step7 and gnet servers and compares the answers

@@ -59,7 +59,7 @@ func TestHostExact(t *testing.T) {
 	}
 }
 
-// TestHostEmpty: --host ” is not "every interface", it is a mistake (an
+// TestHostEmpty: an empty --host is not "every interface", it is a mistake (an
 // unset shell variable, say). Every step refuses it with one line naming
 // the flag, and exit status 2, as for any other bad flag.
 func TestHostEmpty(t *testing.T) {
