@@ -153,7 +153,7 @@ func classic(c *cli.Context) error {
 }
 
 // interspersed lets flags follow the positional arguments, as Python's
-// argparse allows and the seed's own runs do (`client localhost 8080 -n 5`):
+// argparse allows and the original series' own runs do (`client localhost 8080 -n 5`):
 // urfave/cli, like Go's flag package, stops at the first non-flag. Flags
 // found after a positional argument are moved in front of it.
 func interspersed(a *cli.App, args []string) []string {

@@ -73,8 +73,8 @@ func (s *server) serve(ctx context.Context) {
 	}
 }
 
-// sweep takes the clients waiting to be accepted, then tries each
-// connection once. It reports whether anything happened.
+// sweep tries accept and then each connection once. It reports whether
+// anything happened.
 func (s *server) sweep() bool {
 	busy := s.accept()
 	for _, c := range s.conns { // deleting while ranging a map is safe in Go

@@ -1,5 +1,5 @@
-// Package app is the command-line shell every server step shares: the flags
-// of DEVELOPERS.md (--host, --port or a positional PORT as the original C
+// Package app is the command-line shell every server step shares: the same
+// flags everywhere (--host, --port or a positional PORT as the original C
 // servers take it, --log-level), a slog logger, the open-file limit raised,
 // and a context that ends on SIGINT or SIGTERM. A step's main.go only says
 // what its own model needs; none of this is the lesson.

@@ -1,5 +1,5 @@
 // Package conformance holds every step's server to one contract, with one
-// table-driven suite: the protocol (PROTOCOL.md) on every kind of input, and
+// table-driven suite: the protocol (docs/protocol.md) on every kind of input, and
 // the robustness rules every server follows (a reset, garbage, a half-close,
 // a slow reader, SIGTERM, running out of file descriptors). It has no code
 // of its own, only tests; they are Linux-only, because they look at the
@@ -60,7 +60,7 @@
 //
 // # Cases
 //
-//   - examples: every example of PROTOCOL.md, the first three on one
+//   - examples: every example of docs/protocol.md, the first three on one
 //     connection with each answer read before the next line is sent (answers
 //     are streamed, not held until a message ends).
 //   - byte-by-byte: the examples, one write per byte.
