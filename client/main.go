@@ -59,7 +59,7 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 		},
 		HideHelpCommand: true,
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return cli.Exit(fmt.Sprintf("client: %v (see --help)", err), 2)
+			return cli.Exit(fmt.Sprintf("client: %v (see --help)", explainFlagError(c, err)), 2)
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if ec, ok := err.(cli.ExitCoder); ok {
