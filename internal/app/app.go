@@ -158,7 +158,7 @@ func newEnv(name string, c *cli.Context, stderr io.Writer) (*Env, error) {
 	// interface" to some APIs: refuse it like any other bad flag.
 	host := strings.TrimSpace(c.String("host"))
 	if host == "" {
-		return nil, usageError(name, errors.New("--host is empty: give an address such as 127.0.0.1, 0.0.0.0 or ::"))
+		return nil, usageError(name, errors.New("--host is empty: give an address such as :: (IPv6), 0.0.0.0 (IPv4) or 127.0.0.1 (this machine only)"))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
