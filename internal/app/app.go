@@ -1,5 +1,5 @@
-// Package app is the command-line shell every server step shares: the flags
-// of DEVELOPERS.md (--host, --port or a positional PORT as the original C
+// Package app is the command-line shell every server step shares: the same
+// flags everywhere (--host, --port or a positional PORT as the original C
 // servers take it, --log-level), a slog logger, the open-file limit raised,
 // and a context that ends on SIGINT or SIGTERM. A step's main.go only says
 // what its own model needs; none of this is the lesson.
@@ -72,7 +72,7 @@ func run(s Server, args []string, stderr io.Writer) int {
 		ErrWriter: stderr,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "host", Value: "127.0.0.1",
-				Usage: "address to listen on; 127.0.0.1 keeps the server private to this machine, 0.0.0.0 exposes it"},
+				Usage: "the one address to listen on, bound exactly: 127.0.0.1 keeps the server private to this machine, 0.0.0.0 is every IPv4 interface, :: every IPv6 one (never both); '' is refused"},
 			&cli.IntFlag{Name: "port", Value: DefaultPort,
 				Usage: "port to listen on; 0 picks a free one and logs it"},
 			&cli.StringFlag{Name: "log-level", Value: "info",
@@ -154,10 +154,16 @@ func newEnv(name string, c *cli.Context, stderr io.Writer) (*Env, error) {
 	if port < 0 || port > 65535 {
 		return nil, usageError(name, fmt.Errorf("port %d out of range 0-65535", port))
 	}
+	// An empty --host (an unset shell variable, say) would mean "every
+	// interface" to some APIs: refuse it like any other bad flag.
+	host := strings.TrimSpace(c.String("host"))
+	if host == "" {
+		return nil, usageError(name, errors.New("--host is empty: give an address such as :: (IPv6), 0.0.0.0 (IPv4) or 127.0.0.1 (this machine only)"))
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return nil, usageError(name, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level")))
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return &Env{Host: strings.TrimSpace(c.String("host")), Port: port, Log: log, CLI: c}, nil
+	return &Env{Host: host, Port: port, Log: log, CLI: c}, nil
 }

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,8 +28,12 @@ import (
 const Backlog = 4096
 
 // ResolveTCP turns a --host and --port pair into an address. Names such as
-// "localhost" are looked up; the first address found wins.
+// "localhost" are looked up; the first address found wins. An empty host is
+// refused rather than read as "every interface": say 0.0.0.0 or ::.
 func ResolveTCP(host string, port int) (netip.AddrPort, error) {
+	if host == "" {
+		return netip.AddrPort{}, errors.New("empty host: give an address such as 127.0.0.1, 0.0.0.0 (every IPv4 interface) or :: (every IPv6 one)")
+	}
 	if port < 0 || port > 65535 {
 		return netip.AddrPort{}, fmt.Errorf("port %d out of range 0-65535", port)
 	}
@@ -48,8 +51,25 @@ func ResolveTCP(host string, port int) (netip.AddrPort, error) {
 // Listen opens a listening socket through package net, for the steps that use
 // Go's own networking (steps 1 and 2). Go already sets SO_REUSEADDR on
 // listeners and asks for somaxconn as the backlog.
+//
+// The network is "tcp4" or "tcp6", chosen from the resolved address, never
+// plain "tcp": given 0.0.0.0, "tcp" opens an IPv6 socket that also takes
+// IPv4 (dual-stack [::]), so a server asked for every IPv4 interface would
+// answer on every IPv6 one too. "tcp6" sets IPV6_V6ONLY, as ListenFD does.
 func Listen(host string, port int) (net.Listener, error) {
-	return net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	ap, err := ResolveTCP(host, port)
+	if err != nil {
+		return nil, err
+	}
+	network := "tcp4"
+	if ap.Addr().Is6() {
+		network = "tcp6"
+	}
+	ln, err := net.ListenTCP(network, net.TCPAddrFromAddrPort(ap))
+	if err != nil {
+		return nil, err
+	}
+	return ln, nil
 }
 
 // ListenFD creates a raw, blocking listening socket: socket, setsockopt,
@@ -132,6 +152,14 @@ func listenFD(host string, port int, reusePort bool) (int, netip.AddrPort, error
 	// while connections of the previous run still sit in TIME_WAIT.
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return fail("setsockopt SO_REUSEADDR", err)
+	}
+	// IPV6_V6ONLY: bind exactly the address asked for. Linux's default
+	// (net.ipv6.bindv6only = 0) lets an IPv6 socket on :: take IPv4
+	// connections too, so --host :: would also answer on 0.0.0.0.
+	if domain == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return fail("setsockopt IPV6_V6ONLY", err)
+		}
 	}
 	if reusePort {
 		// reusePortOpt is SO_REUSEPORT, or SO_REUSEPORT_LB on FreeBSD:
