@@ -188,7 +188,7 @@ func (e *Engine) open(host string, port int) error {
 // against this; kqueue has no such flag), but the connections do spread,
 // and to whichever loop is free first.
 func (e *Engine) listen(host string, port, i int) (int, netip.AddrPort, error) {
-	if i == 0 || sock.ReusePortSpreads {
+	if i == 0 || e.opts.spread {
 		return sock.ListenFDReusePort(host, port, i > 0)
 	}
 	// F_DUPFD_CLOEXEC: dup and close-on-exec in one call, like every fd
