@@ -43,7 +43,7 @@ func serve(ctx context.Context, lfd int, log *slog.Logger, thr *threads) {
 			continue
 		}
 		backoff.Reset()
-		tracef("accept returned fd %d", fd)
+		tracef("accept returned fd %d (peer %s)", fd, sock.AddrPort(sa))
 		// accept(2) does not set close-on-exec (accept4 would, but macOS
 		// lacks it): a child process must not inherit our clients.
 		unix.CloseOnExec(fd)
