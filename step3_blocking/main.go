@@ -4,7 +4,13 @@
 // sequential: a read() that blocks until this client sends, while every
 // other client waits in the kernel's accept queue. --trace prints each
 // blocking call as it happens; --threads gives every connection a goroutine
-// locked to its own OS thread, the C way of serving many clients at once.
+// locked to its own OS thread, the C way of serving many clients at once,
+// and --max-clients caps how many it serves at once.
+//
+// server.go is the model, step 1's server on raw fds; the other files hold
+// what raw fds make us do by hand: write.go (a write can be cut short),
+// stop.go (waking a thread asleep in the kernel), threads.go (--threads) and
+// trace.go (--trace and the OS thread count).
 //
 //	go run ./step3_blocking --trace      # listens on 127.0.0.1:8080
 //	go run ./client -n 5 127.0.0.1 8080  # about 5 x 2.2 s; with --threads about 2.2 s
