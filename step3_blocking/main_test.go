@@ -72,13 +72,25 @@ func TestSecondClientWaits(t *testing.T) {
 	}
 }
 
-// With --threads, clients no longer wait for each other.
+// With --threads, clients no longer wait for each other. An upper bound on
+// time is what a loaded machine can break (a sequential server cannot
+// break a lower one), so the best of three tries counts: a server that
+// serves one at a time needs about 3 sessions every time.
 func TestThreadsServeAllAtOnce(t *testing.T) {
 	srv := steptest.Start(t, pkg, "--threads")
-	rep := steptest.Sessions(t, srv.Addr, 3)
-	if r := steptest.Ratio(rep); r > 1.5 {
-		t.Fatalf("3 sessions took %v = %.2f sessions; a thread per client needs about 1", rep.Elapsed, r)
+	best := 0.0
+	for try := range 3 {
+		rep := steptest.Sessions(t, srv.Addr, 3)
+		r := steptest.Ratio(rep)
+		if r <= 1.5 {
+			return
+		}
+		if try == 0 || r < best {
+			best = r
+		}
+		t.Logf("try %d: 3 sessions took %v = %.2f sessions", try+1, rep.Elapsed, r)
 	}
+	t.Fatalf("3 sessions took at best %.2f sessions' time in 3 tries; a thread per client needs about 1", best)
 }
 
 var threadsLine = regexp.MustCompile(`msg="os threads" clients=(\d+) threads=(\d+)`)
