@@ -239,6 +239,7 @@ type holdResult struct {
 	held        serverSample
 	kBefore     kernelSample
 	kHeld       kernelSample
+	idleCPU     time.Duration // the server's CPU time during the hold
 }
 
 func (r holdResult) rate() float64 {
@@ -279,7 +280,15 @@ func runHold(ctx context.Context, cfg holdConfig, errw io.Writer) (*holdRun, hol
 	if res.ok == 0 {
 		return r, res, nil
 	}
-	// The hold itself: every connection idle, nothing sent.
+	// The hold itself: every connection idle, nothing sent. What the
+	// server spends meanwhile is the cost of idle connections.
+	// (Only its CPU time: counting its open files reads /proc/PID/fd,
+	// which makes the kernel build an inode per fd, and those would
+	// show up in the kernel's memory below.)
+	var cpuAtBarrier time.Duration
+	if cfg.pid > 0 {
+		cpuAtBarrier = serverCPU(cfg.pid)
+	}
 	t := time.NewTimer(cfg.hold)
 	select {
 	case <-t.C:
@@ -290,10 +299,11 @@ func runHold(ctx context.Context, cfg holdConfig, errw io.Writer) (*holdRun, hol
 		return r, res, errInterrupted
 	}
 	// Measure while everything is still open, then check.
+	res.kHeld = sampleKernel()
 	if cfg.pid > 0 {
 		res.held = sampleServer(cfg.pid)
+		res.idleCPU = res.held.cpu - cpuAtBarrier
 	}
-	res.kHeld = sampleKernel()
 	res.stillOpen, res.clientRSS = r.check()
 	return r, res, nil
 }
@@ -556,6 +566,8 @@ func printHeld(w io.Writer, cfg holdConfig, res holdResult) {
 		if perConn, n := res.perConn(); n > 0 {
 			fmt.Fprintf(w, "  memory per connection: %s ((RSS holding - RSS before) / %d connections)\n", perConn, n)
 		}
+		fmt.Fprintf(w, "  idle CPU   %v of CPU time in the %v hold (%.2f%% of one core)\n",
+			res.idleCPU.Round(time.Millisecond), cfg.hold, 100*res.idleCPU.Seconds()/cfg.hold.Seconds())
 	}
 	if res.clientRSS > 0 {
 		fmt.Fprintf(w, "  client     RSS %.1f MiB in %d workers, %.1f KiB per connection\n",

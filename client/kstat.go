@@ -58,6 +58,17 @@ func sampleServer(pid int) serverSample {
 	return s
 }
 
+// serverCPU is the CPU time of pid and its descendants, without the
+// cost of counting their open files.
+func serverCPU(pid int) time.Duration {
+	var sum time.Duration
+	for _, p := range append([]int{pid}, descendants(pid)...) {
+		cpu, _ := procstat.CPU(p)
+		sum += cpu
+	}
+	return sum
+}
+
 func (s serverSample) String() string {
 	if s.err != nil {
 		return "n/a (" + s.err.Error() + ")"
@@ -192,4 +203,67 @@ func kernelPerSocket(before, held kernelSample) string {
 		out += " (" + strings.Join(top, ", ") + ")"
 	}
 	return out
+}
+
+// netCounters are the kernel's counters that explain lost or slow
+// connections: keepalive probes sent and connections aborted when they
+// went unanswered; accept queues that overflowed (a SYN or the final ACK
+// dropped, so the client retransmits a second later); segments
+// retransmitted; and packets dropped because a CPU's backlog
+// (net.core.netdev_max_backlog), which loopback traffic passes through,
+// was full.
+type netCounters struct {
+	values map[string]int64
+	err    error
+}
+
+// netCounterNames are printed in this order.
+var netCounterNames = []string{"TCPKeepAlive", "TCPAbortOnTimeout", "ListenOverflows", "ListenDrops", "RetransSegs", "softnet_dropped"}
+
+func readNetCounters() netCounters {
+	c := netCounters{values: map[string]int64{}}
+	for _, path := range []string{"/proc/net/netstat", "/proc/net/snmp"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			c.err = err
+			return c
+		}
+		// Pairs of lines: "TcpExt: names..." then "TcpExt: values...".
+		lines := strings.Split(string(b), "\n")
+		for i := 0; i+1 < len(lines); i += 2 {
+			names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+			if len(names) != len(vals) || len(names) == 0 || (names[0] != "TcpExt:" && names[0] != "Tcp:") {
+				continue
+			}
+			for j := 1; j < len(names); j++ {
+				if slices.Contains(netCounterNames, names[j]) {
+					c.values[names[j]], _ = strconv.ParseInt(vals[j], 10, 64)
+				}
+			}
+		}
+	}
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		c.err = err
+		return c
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 16, 64)
+			c.values["softnet_dropped"] += n
+		}
+	}
+	return c
+}
+
+// netDelta prints what changed between two readings.
+func netDelta(before, after netCounters) string {
+	if before.err != nil || after.err != nil {
+		return "n/a"
+	}
+	var parts []string
+	for _, k := range netCounterNames {
+		parts = append(parts, fmt.Sprintf("%s %+d", k, after.values[k]-before.values[k]))
+	}
+	return strings.Join(parts, ", ")
 }
