@@ -423,6 +423,7 @@ func (r *holdRun) connect(ctx context.Context, errw io.Writer, res *holdResult) 
 	limit := r.cfg.maxConnect + 30*time.Second
 	bound := time.NewTimer(limit)
 	defer bound.Stop()
+	start := time.Now()
 	for {
 		ready := tally()
 		bar.set(int64(res.ok + res.failed))
@@ -432,6 +433,7 @@ func (r *holdRun) connect(ctx context.Context, errw io.Writer, res *holdResult) 
 		select {
 		case <-r.changed:
 		case <-ctx.Done():
+			res.connectTime = time.Since(start) // how long it had been trying
 			return errInterrupted
 		case <-bound.C:
 			return fmt.Errorf("workers did not finish connecting within %v; released everything", limit)
