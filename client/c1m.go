@@ -355,11 +355,8 @@ func runC1M(ctx context.Context, stdout, stderr io.Writer, root string, p c1mPla
 
 	start := time.Now()
 	net0 := readNetCounters()
-	r, res, err := runHold(ctx, p.hold, stderr)
+	r, res, err := runHold(ctx, p.hold, stderr, func(res holdResult) { printConnected(stdout, p.hold, res) })
 	defer r.release()
-	if res.workers > 0 {
-		printConnected(stdout, p.hold, res)
-	}
 	if err != nil {
 		return err
 	}

@@ -254,7 +254,9 @@ var errInterrupted = errors.New("interrupted")
 
 // runHold runs a hold up to, not including, the release: the caller
 // releases (r.release), so that it can time what follows.
-func runHold(ctx context.Context, cfg holdConfig, errw io.Writer) (*holdRun, holdResult, error) {
+// connected, if set, is called once connecting ends (all connected,
+// given up, or interrupted), before the hold.
+func runHold(ctx context.Context, cfg holdConfig, errw io.Writer, connected func(holdResult)) (*holdRun, holdResult, error) {
 	r := &holdRun{cfg: cfg, changed: make(chan struct{}, 1), errLines: map[string]string{}, errCounts: map[string]int{}}
 	var res holdResult
 	if cfg.pid > 0 {
@@ -274,7 +276,11 @@ func runHold(ctx context.Context, cfg holdConfig, errw io.Writer) (*holdRun, hol
 		return r, res, err
 	}
 	res.workers = len(r.workers)
-	if err := r.connect(ctx, errw, &res); err != nil {
+	err := r.connect(ctx, errw, &res)
+	if connected != nil {
+		connected(res)
+	}
+	if err != nil {
 		return r, res, err
 	}
 	if res.ok == 0 {
@@ -503,13 +509,14 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 	const cmd = "hold"
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	r, res, err := runHold(ctx, cfg, c.App.ErrWriter)
-	defer r.release()
 	w := c.App.Writer
 	md := c.Bool("markdown")
-	if res.workers > 0 && !md {
-		printConnected(w, cfg, res)
-	}
+	r, res, err := runHold(ctx, cfg, c.App.ErrWriter, func(res holdResult) {
+		if !md {
+			printConnected(w, cfg, res)
+		}
+	})
+	defer r.release()
 	switch {
 	case errors.Is(err, errInterrupted):
 		r.release()
