@@ -79,8 +79,12 @@ func c1mCommand() *cli.Command {
 			&cli.IntFlag{Name: "loops", Value: 1, Usage: "event loops per server process (steps 6 and 7)"},
 			&cli.IntFlag{Name: "per-proc", Value: 18000, Usage: "connections per client worker process"},
 			&cli.IntFlag{Name: "sources", Usage: "source addresses 127.0.0.1... (default: one per 12000 connections, below half the port range)"},
-			&cli.IntFlag{Name: "dialing", Value: 64, Usage: "connect() calls in flight per client worker"},
-			&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "give up on a connection whose '*' takes longer"},
+			&cli.IntFlag{Name: "dialing", Value: 32, Usage: "connect() calls in flight per client worker"},
+			// A SYN that gets no answer is sent again after 1, 3, 7, 15
+			// and 31 s. With both CPUs busy connecting a million, a few
+			// dozen SYNs are retransmitted; 30 s lets the fourth try land.
+			// Those retransmits are not hidden: TCPSynRetrans counts them.
+			&cli.DurationFlag{Name: "connect-timeout", Value: 30 * time.Second, Usage: "give up on a connection whose '*' takes longer"},
 			&cli.DurationFlag{Name: "max-connect-time", Value: 6 * time.Minute, Usage: "stop connecting after this long"},
 			&cli.DurationFlag{Name: "keepalive", Usage: "TCP keepalive of the held connections (0: off; see client hold --help)"},
 			&cli.StringFlag{Name: "root", Usage: "the repository to build the step from (default: the Go module here)"},

@@ -207,9 +207,10 @@ func kernelPerSocket(before, held kernelSample) string {
 
 // netCounters are the kernel's counters that explain lost or slow
 // connections: keepalive probes sent and connections aborted when they
-// went unanswered; accept queues that overflowed (a SYN or the final ACK
-// dropped, so the client retransmits a second later); segments
-// retransmitted; and packets dropped because a CPU's backlog
+// went unanswered; accept queues that overflowed and SYN queues that were
+// full (a SYN or the final ACK dropped, so the client retransmits a
+// second later); segments that arrived while the socket was busy and its
+// backlog full; SYNs retransmitted, and all segments; and packets dropped because a CPU's backlog
 // (net.core.netdev_max_backlog), which loopback traffic passes through,
 // was full.
 type netCounters struct {
@@ -218,7 +219,8 @@ type netCounters struct {
 }
 
 // netCounterNames are printed in this order.
-var netCounterNames = []string{"TCPKeepAlive", "TCPAbortOnTimeout", "ListenOverflows", "ListenDrops", "RetransSegs", "softnet_dropped"}
+var netCounterNames = []string{"TCPKeepAlive", "TCPAbortOnTimeout", "ListenOverflows", "ListenDrops",
+	"TCPReqQFullDrop", "TCPBacklogDrop", "TCPSynRetrans", "RetransSegs", "softnet_dropped"}
 
 func readNetCounters() netCounters {
 	c := netCounters{values: map[string]int64{}}
