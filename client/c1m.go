@@ -254,12 +254,9 @@ func checkMachine(p c1mPlan, l limits) error {
 		listeners = 1
 	}
 	inFlight := workers * int64(p.hold.dialing)
-	// One process gets every connection; in a group, the hash spreads
-	// them unevenly, so leave each process a tenth of headroom.
-	spread := 1.0
-	if p.procs > 1 {
-		spread = 0.9
-	}
+	// In a group the hash spreads connections unevenly: leave each
+	// process a tenth of headroom.
+	const spread = 0.9
 	type check struct {
 		bad bool
 		msg string
@@ -274,9 +271,12 @@ func checkMachine(p c1mPlan, l limits) error {
 		{l.nofile >= 0 && l.nofile < int64(p.hold.perProc)+fdSlackProc, fmt.Sprintf(
 			"RLIMIT_NOFILE (hard) is %d: a client worker of --per-proc %d connections needs %d; lower --per-proc",
 			l.nofile, p.hold.perProc, p.hold.perProc+fdSlackProc)},
-		{l.nofile >= 0 && float64(perServer) > float64(l.nofile-fdSlackProc)*spread, fmt.Sprintf(
-			"RLIMIT_NOFILE (hard) is %d: %d server process(es) would hold %d connections each, and SO_REUSEPORT does not split evenly; "+
-				"use more --procs (step 2 cannot: one process holds at most %d)", l.nofile, p.procs, perServer, l.nofile-fdSlackProc)},
+		{p.procs == 1 && l.nofile >= 0 && perServer > l.nofile-fdSlackProc, fmt.Sprintf(
+			"RLIMIT_NOFILE (hard) is %d: one server process holds at most %d connections, not %d (steps 6 and 7 take --procs)",
+			l.nofile, l.nofile-fdSlackProc, perServer)},
+		{p.procs > 1 && l.nofile >= 0 && float64(perServer) > float64(l.nofile-fdSlackProc)*spread, fmt.Sprintf(
+			"RLIMIT_NOFILE (hard) is %d: %d server processes would hold %d connections each, and SO_REUSEPORT does not split evenly; use more --procs",
+			l.nofile, p.procs, perServer)},
 		{l.nrOpen >= 0 && l.nofile > l.nrOpen, fmt.Sprintf("fs.nr_open is %d, below RLIMIT_NOFILE %d", l.nrOpen, l.nofile)},
 		{l.epollWatches >= 0 && l.epollWatches < 2*n+10000, fmt.Sprintf(
 			"fs.epoll.max_user_watches is %d: the servers' epoll and the client's Go poller register %d sockets",

@@ -40,6 +40,7 @@ func TestC1MChecks(t *testing.T) {
 		{"file-max", million, func(l *limits) { l.fileMax = 1_000_000 }, "fs.file-max"},
 		{"nofile for workers", million, func(l *limits) { l.nofile = 10000 }, "RLIMIT_NOFILE"},
 		{"nofile for servers", plan(1_000_000, 20, 0), nil, "use more --procs"},
+		{"one process", plan(25_000, 1, 0), nil, "one server process holds at most 19936"},
 		{"nr_open", million, func(l *limits) { l.nrOpen = 10000 }, "fs.nr_open"},
 		{"epoll", million, func(l *limits) { l.epollWatches = 1_000_000 }, "fs.epoll.max_user_watches"},
 		{"ports", million, func(l *limits) { l.portRange = 20000 }, "ports per source"},
