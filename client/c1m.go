@@ -333,7 +333,12 @@ func runC1M(ctx context.Context, stdout, stderr io.Writer, root string, p c1mPla
 	if st.group {
 		args = append(args, "--procs", strconv.Itoa(p.procs), "--loops", strconv.Itoa(p.loops))
 	}
-	srv, err := stepproc.Start(ctx, exec.Command(bin, args...), 2*time.Minute, func(line string) {
+	// The server must not outlive c1m, even one killed by SIGKILL: on
+	// Linux the kernel sends it SIGTERM then, and a group's parent stops
+	// its children.
+	server := exec.Command(bin, args...)
+	dieWithParent(server)
+	srv, err := stepproc.Start(ctx, server, 2*time.Minute, func(line string) {
 		// The server's warnings and errors matter (EMFILE, a child that
 		// died); its info lines are its own business.
 		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {

@@ -110,6 +110,8 @@ func TestC1MInterruptCleansUp(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// If the test fails half-way, SIGKILL to c1m still stops what it
+	// started: its server and workers get SIGTERM when it dies.
 	defer cmd.Process.Kill()
 	var mu sync.Mutex
 	var out bytes.Buffer
