@@ -68,7 +68,7 @@ var pidServer = Server{
 
 // startPidServer runs the test binary as pidServer with args and returns
 // it with its first stderr line that matches want.
-func startPidServer(t *testing.T, want *regexp.Regexp, args ...string) (*exec.Cmd, *bytes.Buffer, []string) {
+func startPidServer(t *testing.T, want *regexp.Regexp, args ...string) (*exec.Cmd, *lockedLog, []string) {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -87,15 +87,12 @@ func startPidServer(t *testing.T, want *regexp.Regexp, args ...string) (*exec.Cm
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	var log bytes.Buffer
-	var mu sync.Mutex
+	log := &lockedLog{}
 	found := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			mu.Lock()
-			log.WriteString(sc.Text() + "\n")
-			mu.Unlock()
+			log.add(sc.Text())
 			if m := want.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case found <- m:
@@ -108,9 +105,9 @@ func startPidServer(t *testing.T, want *regexp.Regexp, args ...string) (*exec.Cm
 	select {
 	case m, ok := <-found:
 		if !ok {
-			return cmd, &log, nil
+			return cmd, log, nil
 		}
-		return cmd, &log, m
+		return cmd, log, m
 	case <-time.After(30 * time.Second):
 		t.Fatalf("no line matching %q within 30 s", want)
 	}
@@ -244,4 +241,23 @@ func gone(pid int) bool {
 	}
 	_, after, _ := strings.Cut(string(b), ") ")
 	return strings.HasPrefix(after, "Z")
+}
+
+// lockedLog is a server's log as a test reads it while the server still
+// writes it.
+type lockedLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedLog) add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(line + "\n")
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
