@@ -69,7 +69,7 @@ func run(s Server, args []string, stderr io.Writer) int {
 	code := 0
 	flags := s.Flags
 	if s.Group {
-		flags = append([]cli.Flag{procsFlag}, flags...)
+		flags = append([]cli.Flag{procsFlag()}, flags...)
 	}
 	a := &cli.App{
 		Name:      s.Name,

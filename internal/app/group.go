@@ -51,8 +51,12 @@ const (
 // maxProcs bounds --procs: a typo must not fork ten thousand servers.
 const maxProcs = 1024
 
-var procsFlag = &cli.IntFlag{Name: "procs", Value: 1,
-	Usage: "server processes sharing the port with SO_REUSEPORT (prefork), each with its own loops and open-file limit"}
+// procsFlag is --procs, made anew for each run: urfave/cli writes into a
+// flag while it parses, so two runs must not share one.
+func procsFlag() cli.Flag {
+	return &cli.IntFlag{Name: "procs", Value: 1,
+		Usage: "server processes sharing the port with SO_REUSEPORT (prefork), each with its own loops and open-file limit"}
+}
 
 // groupChild reports whether this process is a child of a group, and
 // which one.
