@@ -25,6 +25,7 @@ type config struct {
 func main() {
 	app.Main(app.Server{
 		Name:  "step6_epoll",
+		Group: true, // --procs: a prefork group sharing the port (internal/app/group.go)
 		Usage: "serve every client from epoll event loops (Linux)",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "edge",
