@@ -48,7 +48,7 @@ func holdCommand() *cli.Command {
 			&cli.IntFlag{Name: "conns", Aliases: []string{"c"}, Value: 1000, Usage: "connections to open"},
 			&cli.DurationFlag{Name: "hold", Value: 5 * time.Second, Usage: "how long to keep them open once all are connected"},
 			&cli.IntFlag{Name: "pid", Usage: "the server's process id: report its RSS, threads and open files (Linux)"},
-			sourcesFlag,
+			sourcesFlag(),
 			&cli.IntFlag{Name: "per-proc", Value: 9000, Usage: "connections per worker process (each process may open 20000 files)"},
 			&cli.IntFlag{Name: "dialing", Value: 128, Usage: "connect() calls in flight per worker (more overflows the accept queue)"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "give up on a connection whose '*' takes longer"},
@@ -57,7 +57,7 @@ func holdCommand() *cli.Command {
 				"connection; 0 (the default) turns it off: Go's default of 15 s sends 66,000 probes a second at a million " +
 				"connections, more than loopback's per-CPU backlog passes, and the kernel aborts what loses its probes"},
 			&cli.BoolFlag{Name: "markdown", Usage: "print the result as a Markdown table row (with its header)"},
-			allowRemoteFlag,
+			allowRemoteFlag(),
 			// The worker flags: hold runs its own executable again as
 			// "hold --worker --offset N ..." for each share.
 			&cli.BoolFlag{Name: "worker", Hidden: true},
