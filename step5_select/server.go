@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"time"
@@ -117,22 +118,23 @@ func (s *server) serve() error {
 func (s *server) accept() {
 	nfd, sa, err := sock.Accept(s.lfd) // EINTR is retried inside
 	switch {
+	case err == nil:
 	case err == unix.EAGAIN:
-		return // the client left the queue between select and accept
+		return // the queue is empty: the client left it between select and accept
 	case sock.AcceptAborted(err):
-		// The client reset while it waited in the queue (ECONNABORTED):
-		// that costs its connection only.
+		// That client gave up while queued (ECONNABORTED): it costs its
+		// connection only, and select says so if the next is waiting.
 		s.log.Info("accept: connection aborted", "err", os.NewSyscallError("accept", err))
 		return
-	case err != nil:
-		// Out of fds (EMFILE): the connection stays queued and the
-		// listener stays readable. Stop watching it for a while, longer
-		// each time, and say so once per burst.
-		d, first := s.backoff.Next()
-		if first {
-			s.log.Warn("accept: backing off", "for", d, "err", os.NewSyscallError("accept", err))
-		}
-		s.acceptAt = time.Now().Add(d)
+	case sock.OutOfResources(err):
+		// EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued
+		// and the listener stays readable until some fd is freed.
+		s.pause(err)
+		return
+	default:
+		// Anything else: we cannot tell whether it will pass, so back
+		// off too rather than spin on it.
+		s.pause(err)
 		return
 	}
 	s.backoff.Reset()
@@ -157,6 +159,17 @@ func (s *server) accept() {
 	s.log.Debug("peer connected", "peer", peer, "fd", nfd)
 	// The ack is just the first byte owed: it goes out with the rest.
 	s.conns[nfd] = &conn{fd: nfd, peer: peer, out: []byte{protocol.Ack}}
+}
+
+// pause leaves the listener out of the read set for a while, longer each
+// time, and says so once per burst: its connection is still queued, so
+// select would report it ready at once, again and again.
+func (s *server) pause(err error) {
+	d, first := s.backoff.Next()
+	if first {
+		s.log.Warn("accept: backing off", "for", d, "err", os.NewSyscallError("accept", err))
+	}
+	s.acceptAt = time.Now().Add(d)
 }
 
 // handle reads from a client that select says is readable, then hands the
@@ -222,4 +235,36 @@ func (s *server) closeAll() {
 		s.log.Info("cpu time", "user", time.Duration(ru.Utime.Nano()), "sys", time.Duration(ru.Stime.Nano()),
 			"selects", s.selects)
 	}
+}
+
+// wakeOnDone returns an fd that becomes readable once ctx ends, and a stop
+// that closes it. A goroutine asleep in select() does not notice that ctx
+// ended, and a signal is no help: Go's runtime takes SIGINT on whichever
+// thread it lands on, and an EINTR that does reach select only means "ask
+// again". So select must be woken through an fd it watches. The self-pipe
+// trick: watch a pipe's read end, write a byte into its other end.
+func wakeOnDone(ctx context.Context) (rfd int, stop func(), err error) {
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		return -1, nil, os.NewSyscallError("pipe", err)
+	}
+	// Close-on-exec like every other fd here, so that a child process
+	// never holds a copy. (pipe2 would set it in the same call, but macOS
+	// lacks it.)
+	unix.CloseOnExec(p[0])
+	unix.CloseOnExec(p[1])
+	done := make(chan struct{})
+	cancel := context.AfterFunc(ctx, func() {
+		unix.Write(p[1], []byte{0})
+		close(done)
+	})
+	return p[0], func() {
+		// If the write has started, let it finish: closing first would
+		// let it land on whatever file takes that fd number next.
+		if !cancel() {
+			<-done
+		}
+		unix.Close(p[0])
+		unix.Close(p[1])
+	}, nil
 }
