@@ -28,8 +28,8 @@ const (
 // or above it; in C, FD_SET(1024, &set) silently writes past the end.
 const fdSetSize = int(unsafe.Sizeof(unix.FdSet{})) * 8
 
-// conn is what the server must remember about a client between calls to
-// select, since no thread sits in a call on its behalf: its fd, its place
+// conn is what the server must remember about a client between two
+// wake-ups, since no thread sits in a call on its behalf: its fd, its place
 // in the protocol, and the answer bytes the kernel has not taken yet.
 type conn struct {
 	fd   int
@@ -39,14 +39,14 @@ type conn struct {
 	eof  bool   // the client shut its write side: close once out is empty
 }
 
-// wantRead says whether to ask select about input from c: not after the
+// wantRead says whether to ask the kernel about input from c: not after the
 // client's end of stream, and not while it owes too much (backpressure).
 func (c *conn) wantRead() bool { return !c.eof && len(c.out) < maxPending }
 
 // server is one goroutine's view of every fd it watches.
 type server struct {
 	lfd    int
-	wakefd int // read end of the self-pipe: readable once we must stop
+	wakefd int // readable once we must stop (see wakeOnDone)
 	log    *slog.Logger
 	conns  map[int]*conn
 	buf    []byte // one read buffer, shared: we read one fd at a time
@@ -114,7 +114,7 @@ func (s *server) serve() error {
 	}
 }
 
-// accept takes one client that select says is waiting.
+// accept takes one client that the kernel says is waiting.
 func (s *server) accept() {
 	nfd, sa, err := sock.Accept(s.lfd) // EINTR is retried inside
 	switch {
@@ -123,7 +123,7 @@ func (s *server) accept() {
 		return // the queue is empty: the client left it between select and accept
 	case sock.AcceptAborted(err):
 		// That client gave up while queued (ECONNABORTED): it costs its
-		// connection only, and select says so if the next is waiting.
+		// connection only, and the next may be waiting.
 		s.log.Info("accept: connection aborted", "err", os.NewSyscallError("accept", err))
 		return
 	case sock.OutOfResources(err):
@@ -161,21 +161,23 @@ func (s *server) accept() {
 	s.conns[nfd] = &conn{fd: nfd, peer: peer, out: []byte{protocol.Ack}}
 }
 
-// pause leaves the listener out of the read set for a while, longer each
-// time, and says so once per burst: its connection is still queued, so
-// select would report it ready at once, again and again.
+// pause leaves the listener out for a while, longer each time, and says so
+// once per burst. Its connection is still queued, so the listener stays
+// readable: left in, it would be reported at once, again and again, and
+// the loop would spin. Queued clients wait (their connect has succeeded)
+// and are served once fds are freed.
 func (s *server) pause(err error) {
 	d, first := s.backoff.Next()
 	if first {
-		s.log.Warn("accept: backing off", "for", d, "err", os.NewSyscallError("accept", err))
+		s.log.Warn("accept failed, pausing the listener", "err", os.NewSyscallError("accept", err), "retry", d)
 	}
 	s.acceptAt = time.Now().Add(d)
 }
 
-// handle reads from a client that select says is readable, then hands the
-// kernel whatever we owe it, at once rather than waiting for select to say
-// writable: usually the kernel takes it all and the write set stays empty.
-// A short write leaves the rest in out, and out puts fd in the write set.
+// handle reads from a client that the kernel says is readable, then hands
+// it whatever we owe, at once rather than waiting to hear that it is
+// writable: usually the kernel takes it all and we never ask. A short
+// write leaves the rest in out, and out makes us ask for writability.
 func (s *server) handle(c *conn, readable bool) {
 	if readable {
 		n, err := sock.Read(c.fd, s.buf)
@@ -225,7 +227,7 @@ func (s *server) drop(c *conn, err error) {
 }
 
 // closeAll closes every connection when the server stops, and logs what the
-// loop cost in CPU time, to compare with step 4's sweeps.
+// loop cost in CPU time, to compare with the step before.
 func (s *server) closeAll() {
 	for _, c := range s.conns {
 		s.drop(c, nil)
@@ -238,11 +240,12 @@ func (s *server) closeAll() {
 }
 
 // wakeOnDone returns an fd that becomes readable once ctx ends, and a stop
-// that closes it. A goroutine asleep in select() does not notice that ctx
-// ended, and a signal is no help: Go's runtime takes SIGINT on whichever
-// thread it lands on, and an EINTR that does reach select only means "ask
-// again". So select must be woken through an fd it watches. The self-pipe
-// trick: watch a pipe's read end, write a byte into its other end.
+// that closes it. The loop sleeps in the kernel until an fd it watches is
+// ready, and a signal is no help: Go's runtime takes SIGINT on whichever
+// thread it lands on, and an EINTR that does reach the loop only means
+// "ask again". So the loop must be woken through an fd it watches.
+// The self-pipe trick: watch a pipe's read end, write a byte into its
+// other end.
 func wakeOnDone(ctx context.Context) (rfd int, stop func(), err error) {
 	var p [2]int
 	if err := unix.Pipe(p[:]); err != nil {
