@@ -105,6 +105,7 @@ func TestLoadToolsShareShortFlags(t *testing.T) {
 		"bench": {"c": "conns", "s": "size", "d": "duration"},
 		"churn": {"c": "concurrency", "n": "count", "s": "size", "d": "duration"},
 		"hold":  {"c": "conns"},
+		"c1m":   {"c": "conns"}, // connections held, all at once, as in hold
 	}
 	var code int
 	app := newApp(io.Discard, io.Discard, &code)

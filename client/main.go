@@ -74,6 +74,7 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 			compareCommand(),
 			benchCommand(),
 			holdCommand(),
+			c1mCommand(),
 			churnCommand(),
 		},
 	}

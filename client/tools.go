@@ -164,8 +164,13 @@ func durationFlag(value time.Duration, usage string) *cli.DurationFlag {
 	return &cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: value, Usage: usage}
 }
 
-var allowRemoteFlag = &cli.BoolFlag{Name: "allow-remote",
-	Usage: "allow a server that is not on this machine (by default only 127.0.0.0/8 and ::1)"}
+// allowRemoteFlag and sourcesFlag are made anew for every command: a cli
+// flag keeps the state of the run that parsed it, so one value shared by
+// two commands (or two parallel tests) is a data race.
+func allowRemoteFlag() *cli.BoolFlag {
+	return &cli.BoolFlag{Name: "allow-remote",
+		Usage: "allow a server that is not on this machine (by default only 127.0.0.0/8 and ::1)"}
+}
 
 // target reads the HOST PORT arguments. PORT may be a comma-separated list
 // when the tool can spread over several ports (hold).
@@ -198,9 +203,11 @@ func target(c *cli.Context, cmd string, manyPorts bool) (string, []int, error) {
 	return host, ports, nil
 }
 
-var sourcesFlag = &cli.StringFlag{Name: "sources",
-	Usage: "source addresses to connect from, as a range (127.0.0.1-127.0.0.8), a list (127.0.0.2,127.0.0.3) " +
-		"or a count (8 = 127.0.0.1 to 127.0.0.8); each gives ~28k more ephemeral ports"}
+func sourcesFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "sources",
+		Usage: "source addresses to connect from, as a range (127.0.0.1-127.0.0.8), a list (127.0.0.2,127.0.0.3) " +
+			"or a count (8 = 127.0.0.1 to 127.0.0.8); each gives ~28k more ephemeral ports"}
+}
 
 // parseSources turns --sources into addresses; empty means "let the kernel
 // choose" (nil).

@@ -25,6 +25,7 @@ import (
 func main() {
 	app.Main(app.Server{
 		Name:  "step7_eventloop_lib",
+		Group: true, // --procs: a prefork group sharing the port (internal/app/group.go)
 		Usage: "serve every client from a few event loops, through a callback library",
 		Flags: []cli.Flag{
 			// --loops N: N goroutines, each with its own epoll (Linux) or

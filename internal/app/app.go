@@ -31,6 +31,9 @@ type Server struct {
 	Name  string     // the command name, such as "step1_sequential"
 	Usage string     // one line naming the model
 	Flags []cli.Flag // the step's own flags, beside the common ones
+	// Group adds --procs: run as a prefork group of processes sharing the
+	// port (group.go).
+	Group bool
 	// Run serves until ctx ends (SIGINT or SIGTERM), then closes what it
 	// opened and returns nil. An error it returns is fatal: exit status 1.
 	Run func(ctx context.Context, env *Env) error
@@ -64,6 +67,10 @@ func Main(s Server) {
 
 func run(s Server, args []string, stderr io.Writer) int {
 	code := 0
+	flags := s.Flags
+	if s.Group {
+		flags = append([]cli.Flag{procsFlag()}, flags...)
+	}
 	a := &cli.App{
 		Name:      s.Name,
 		Usage:     s.Usage,
@@ -77,7 +84,7 @@ func run(s Server, args []string, stderr io.Writer) int {
 				Usage: "port to listen on; 0 picks a free one and logs it"},
 			&cli.StringFlag{Name: "log-level", Value: "info",
 				Usage: "debug logs every connection; info, warn or error log less"},
-		}, s.Flags...),
+		}, flags...),
 		HideHelpCommand: true,
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError(s.Name, err)
@@ -111,6 +118,20 @@ func run(s Server, args []string, stderr io.Writer) int {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			context.AfterFunc(ctx, stop)
+			if s.Group {
+				if index, port, ok := groupChild(); ok {
+					env.Port = port
+					ctx = joinGroup(ctx, index)
+				} else if procs := c.Int("procs"); procs < 1 || procs > maxProcs {
+					return usageError(s.Name, errGroupProcs)
+				} else if procs > 1 {
+					if err := runGroup(ctx, s.Name, env, args[1:], stderr, procs); err != nil {
+						return cli.Exit(fmt.Sprintf("%s: %v", s.Name, err), 1)
+					}
+					env.Log.Info("stopped")
+					return nil
+				}
+			}
 			// The runtime creates its own epoll fd lazily, with the first
 			// timer or network call. A raw-fd server whose first timer is
 			// its EMFILE back-off would ask for that fd exactly when none

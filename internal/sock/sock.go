@@ -76,7 +76,24 @@ func Listen(host string, port int) (net.Listener, error) {
 // bind, listen, the four calls package net hides. It returns the fd and the
 // address actually bound, which tells the caller the port when it asked for 0.
 func ListenFD(host string, port int) (int, netip.AddrPort, error) {
+	if inGroup {
+		return ListenFDReusePort(host, port, false)
+	}
 	return listenFD(host, port, false)
+}
+
+// inGroup and joinGroup say that this process is one of a prefork group of
+// server processes sharing one port (internal/app's --procs), and whether
+// it joins a port the group's first process already holds.
+var inGroup, joinGroup bool
+
+// JoinGroup makes every listener this process opens from now on a member
+// of a group sharing its port with SO_REUSEPORT, ListenFD's too; join says
+// that another process of the group listens there already, so the check
+// against an accidental second server is skipped. Call it before the
+// server opens its first listener.
+func JoinGroup(join bool) {
+	inGroup, joinGroup = true, join
 }
 
 // ListenFDReusePort is ListenFD with SO_REUSEPORT set (SO_REUSEPORT_LB on
@@ -95,7 +112,7 @@ func ListenFD(host string, port int) (int, netip.AddrPort, error) {
 // listener is now there by design. A server started twice thus fails on
 // its first listener, with EADDRINUSE naming the address.
 func ListenFDReusePort(host string, port int, join bool) (int, netip.AddrPort, error) {
-	if !join {
+	if !join && !joinGroup {
 		ap, err := probeFree(host, port)
 		if err != nil {
 			return -1, netip.AddrPort{}, err
