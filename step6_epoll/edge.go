@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux || darwin || freebsd
 
 package main
 
@@ -15,8 +15,6 @@ package main
 // means the send buffer filled up, which is itself what makes a new
 // EPOLLOUT edge come when it drains.
 
-import "golang.org/x/sys/unix"
-
 const (
 	// maxReads caps the reads one wake-up gives one connection (64 KiB),
 	// and maxAccepts the clients one wake-up takes from the listener: a
@@ -31,14 +29,6 @@ type edgeState struct {
 	edge         bool    // --edge: register every fd with EPOLLET
 	again, spare []*conn // connections the read cap left unread
 	acceptAgain  bool    // the accept cap left clients queued
-}
-
-// trigger is the flag every registration carries: EPOLLET asks for edges.
-func (p *poller) trigger() uint32 {
-	if p.edge {
-		return unix.EPOLLET
-	}
-	return 0
 }
 
 // handleEdge serves one event for c and keeps reading until EAGAIN says

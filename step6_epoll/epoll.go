@@ -110,3 +110,23 @@ func sockError(fd int) error {
 	}
 	return errors.New("socket error (EPOLLERR)")
 }
+
+// trigger is the flag every registration carries: EPOLLET asks for edges.
+func (p *poller) trigger() uint32 {
+	if p.edge {
+		return unix.EPOLLET
+	}
+	return 0
+}
+
+// wakeFDs makes wakeOnDone's fd: an eventfd is both the end the loop
+// watches and the end ctx's end writes to.
+func wakeFDs() (rfd, wfd int, err error) {
+	// Close-on-exec like every other fd here, so that a child process
+	// never holds a copy; non-blocking, so that the write never waits.
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return -1, -1, os.NewSyscallError("eventfd", err)
+	}
+	return fd, fd, nil
+}

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux || darwin || freebsd
 
 package main
 
@@ -7,7 +7,11 @@ package main
 // connections, so that they share nothing and need no lock. The listeners
 // all bind the same port with SO_REUSEPORT, and the kernel spreads new
 // connections over their accept queues by a hash of the client's address
-// and port.
+// and port. On FreeBSD internal/sock sets SO_REUSEPORT_LB, which spreads
+// the same way. macOS has no spreading option: its SO_REUSEPORT lets the N
+// listeners bind, and the kernel gives every connection to one of them, so
+// --loops N runs there but serves from one loop (step 7's evloop shares one
+// listener instead; see Engine.listen).
 
 import (
 	"context"

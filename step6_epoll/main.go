@@ -1,7 +1,8 @@
 // Step 6: an event loop on raw epoll. Step 5's loop, but the kernel keeps the
 // set of fds we are interested in and hands back only the ones that are
 // ready, so one goroutine serves ten thousand mostly idle clients without
-// looking at each of them on every turn, as select() had to. Linux only.
+// looking at each of them on every turn, as select() had to. On macOS and
+// FreeBSD the same loop runs on kqueue (kqueue.go).
 //
 //	go run ./step6_epoll                          # level-triggered, one loop, 127.0.0.1:8080
 //	go run ./step6_epoll --edge --loops 2         # edge-triggered, two loops
@@ -28,12 +29,12 @@ func main() {
 	app.Main(app.Server{
 		Name:  "step6_epoll",
 		Group: true, // --procs: a prefork group sharing the port (internal/app/group.go)
-		Usage: "serve every client from epoll event loops (Linux)",
+		Usage: "serve every client from epoll event loops (kqueue on macOS and FreeBSD)",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "edge",
 				Usage: "edge-triggered epoll (EPOLLET): woken once per change, so every wake-up reads until EAGAIN"},
 			&cli.IntFlag{Name: "loops", Value: 1,
-				Usage: "event loops, one goroutine and one epoll each; connections are spread by SO_REUSEPORT"},
+				Usage: "event loops, one goroutine and one epoll each; connections are spread by SO_REUSEPORT (not on macOS)"},
 		},
 		Run: func(ctx context.Context, env *app.Env) error {
 			cfg := config{host: env.Host, port: env.Port,

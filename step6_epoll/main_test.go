@@ -1,5 +1,3 @@
-//go:build linux
-
 package main
 
 import (
@@ -12,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"concurrent-servers-go/internal/sock"
 	"concurrent-servers-go/internal/steptest"
 )
 
@@ -71,6 +71,11 @@ var loopStopped = regexp.MustCompile(`msg="loop stopped" loop=(\d+) served=(\d+)
 // 40 clients each loop has served some. (All 40 hashing to one listener
 // has odds of 2 in 2^40.)
 func TestLoopsShareTheClients(t *testing.T) {
+	if !sock.ReusePortSpreads {
+		// macOS: SO_REUSEPORT lets both listeners bind, and the kernel
+		// gives every connection to one of them (see internal/sock).
+		t.Skip("SO_REUSEPORT does not spread connections on " + runtime.GOOS)
+	}
 	srv := steptest.Start(t, pkg, "--loops", "2")
 	steptest.Sessions(t, srv.Addr, 40)
 	if err := srv.Stop(5 * time.Second); err != nil {
@@ -150,6 +155,7 @@ func checkAnswer(t *testing.T, c net.Conn, n int) {
 // memKiB reads a Vm* line (VmRSS, VmHWM) of /proc/PID/status.
 func memKiB(t *testing.T, pid int, field string) int {
 	t.Helper()
+	steptest.NeedsLinux(t, "/proc/PID/status")
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -331,6 +337,7 @@ func TestEdgeCapIsFair(t *testing.T) {
 // cpuTicks is the user+system CPU time of a process, in clock ticks.
 func cpuTicks(t *testing.T, pid int) int {
 	t.Helper()
+	steptest.NeedsLinux(t, "/proc/PID/stat")
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -346,6 +353,7 @@ func cpuTicks(t *testing.T, pid int) int {
 // listener out of epoll instead of spinning on it (CPU stays near idle),
 // and serves the waiting clients as soon as fds free up.
 func TestEMFILE(t *testing.T) {
+	steptest.NeedsLinux(t, "prlimit(1) and /proc/PID/stat")
 	for _, md := range modes[:2] {
 		t.Run(md.name, func(t *testing.T) {
 			args := append([]string{"--nofile=32", steptest.Build(t, pkg), "--port", "0"}, md.args...)

@@ -1,12 +1,11 @@
-//go:build linux
+//go:build linux || darwin || freebsd
 
 package main
 
 // The poller contract: all that server.go needs from, and knows of, the
-// kernel's readiness interface. epoll.go provides it on Linux. A poller on
-// another kernel's calls provides the same, and the server on top is shared
-// rather than copied, as Go's own runtime poller has one contract and one
-// file per kernel.
+// kernel's readiness interface. epoll.go provides it on Linux, kqueue.go on
+// macOS and FreeBSD, and the server on top is shared rather than copied, as
+// Go's own runtime poller has one contract and one file per kernel.
 //
 //	newPoller(edge bool) (*poller, error)
 //		a new interest set in the kernel; edge asks for edge-triggered
@@ -21,8 +20,9 @@ package main
 //	(*poller).close()
 //		free the interest set
 //
-// server.go's wakeOnDone, the fd that stops the loop, is the other part that
-// differs from one kernel to the next. Like the server, this file is built
+// The other parts that differ from one kernel to the next are in the same
+// files: wakeFDs, the fd behind server.go's wakeOnDone that stops the loop,
+// and trigger, the flag edge.go's mode adds to every registration. Like the server, this file is built
 // where a poller exists; elsewhere server_other.go refuses to run.
 
 // maxEvents is how many ready fds one wait may hand back. More stay

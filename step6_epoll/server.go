@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux || darwin || freebsd
 
 package main
 
@@ -280,17 +280,16 @@ func (s *server) closeAll() {
 // thread it lands on, and an EINTR that does reach the loop only means
 // "ask again". So the loop must be woken through an fd it watches.
 // Step 5 used a pipe; Linux has an eventfd, one fd that is a counter,
-// readable while it is not zero.
+// readable while it is not zero (wakeFDs, in epoll.go; on kqueue it is
+// step 5's pipe again, in kqueue.go).
 func wakeOnDone(ctx context.Context) (rfd int, stop func(), err error) {
-	// Close-on-exec like every other fd here, so that a child process
-	// never holds a copy; non-blocking, so that the write never waits.
-	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	fd, wfd, err := wakeFDs()
 	if err != nil {
-		return -1, nil, os.NewSyscallError("eventfd", err)
+		return -1, nil, err
 	}
 	done := make(chan struct{})
 	cancel := context.AfterFunc(ctx, func() {
-		sock.Write(fd, binary.NativeEndian.AppendUint64(nil, 1))
+		sock.Write(wfd, binary.NativeEndian.AppendUint64(nil, 1))
 		close(done)
 	})
 	return fd, func() {
@@ -300,5 +299,8 @@ func wakeOnDone(ctx context.Context) (rfd int, stop func(), err error) {
 			<-done
 		}
 		unix.Close(fd)
+		if wfd != fd {
+			unix.Close(wfd) // a pipe's other end
+		}
 	}, nil
 }

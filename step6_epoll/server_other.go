@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !darwin && !freebsd
 
 package main
 
@@ -9,11 +9,11 @@ import (
 	"runtime"
 )
 
-// run refuses at once: epoll is a Linux system call, and this step is
-// about epoll itself. The message says where to go instead, so a learner on
-// a Mac reads one line rather than a compile error.
+// run refuses at once: this step is about the kernel's readiness interface
+// itself, epoll on Linux (epoll.go) or kqueue on macOS and FreeBSD
+// (kqueue.go), and this system has neither here. The message says where to
+// go instead, so a learner reads one line rather than a compile error.
 func run(context.Context, config, *slog.Logger, func(addr string)) error {
-	return errors.New("this step needs Linux epoll, and this is " + runtime.GOOS +
-		"; on macOS run it in a Linux VM or container (docker run -it --rm -v \"$PWD\":/src -w /src golang go run ./step6_epoll), " +
-		"or use step5_select, which runs here")
+	return errors.New("this step needs epoll (Linux) or kqueue (macOS, FreeBSD), and this is " + runtime.GOOS +
+		"; run it in a Linux VM or container (on Windows, WSL), or use step5_select")
 }
