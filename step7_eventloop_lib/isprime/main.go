@@ -45,7 +45,7 @@ func main() {
 			if workers < 1 {
 				return cli.Exit("isprime: --workers must be >= 1 (see --help)", 2)
 			}
-			s := &server{ctx: ctx, env: env, offload: env.CLI.Bool("offload")}
+			s := &server{ctx: ctx, listening: env.Listening, offload: env.CLI.Bool("offload")}
 			return evloop.Run(ctx, s, env.Host, env.Port, evloop.WithLoops(loops),
 				evloop.WithWorkers(workers, 1024), evloop.WithLogger(env.Log))
 		},

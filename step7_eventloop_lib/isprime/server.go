@@ -6,7 +6,6 @@ import (
 	"errors"
 	"strconv"
 
-	"concurrent-servers-go/internal/app"
 	"concurrent-servers-go/step7_eventloop_lib/evloop"
 )
 
@@ -14,11 +13,13 @@ import (
 // client that sends an endless line must not make us buffer it.
 const maxLine = 64
 
+// server takes what it uses, as the protocol server does: the context
+// (for the workers' jobs) and a callback that announces the bound address.
 type server struct {
 	evloop.BuiltinHandler
-	ctx     context.Context
-	env     *app.Env
-	offload bool
+	ctx       context.Context
+	listening func(addr string)
+	offload   bool
 }
 
 // conn is a connection's state: whether its request is in the pool. While
@@ -26,7 +27,7 @@ type server struct {
 type conn struct{ busy bool }
 
 func (s *server) OnBoot(eng *evloop.Engine) evloop.Action {
-	s.env.Listening(eng.Addr().String())
+	s.listening(eng.Addr().String())
 	return evloop.None
 }
 
