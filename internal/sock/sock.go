@@ -96,9 +96,11 @@ func JoinGroup(join bool) {
 	inGroup, joinGroup = true, join
 }
 
-// ListenFDReusePort is ListenFD with SO_REUSEPORT set, so that several
-// sockets, one per event loop, can bind the same address and the kernel
-// spreads incoming connections across them.
+// ListenFDReusePort is ListenFD with SO_REUSEPORT set (SO_REUSEPORT_LB on
+// FreeBSD), so that several sockets, one per event loop, can bind the same
+// address and the kernel spreads incoming connections across them. Where
+// it does not spread them (macOS: ReusePortSpreads is false), it still
+// binds, and the caller shares one listener instead.
 //
 // SO_REUSEPORT alone cannot tell a deliberate group from an accident: the
 // kernel lets any socket of the same user that also sets it join, so the
@@ -177,8 +179,10 @@ func listenFD(host string, port int, reusePort bool) (int, netip.AddrPort, error
 		}
 	}
 	if reusePort {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-			return fail("setsockopt SO_REUSEPORT", err)
+		// reusePortOpt is SO_REUSEPORT, or SO_REUSEPORT_LB on FreeBSD:
+		// see the reuseport_*.go files for what each system does with it.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, reusePortOpt, 1); err != nil {
+			return fail("setsockopt "+reusePortName, err)
 		}
 	}
 	if err := unix.Bind(fd, Sockaddr(ap)); err != nil {

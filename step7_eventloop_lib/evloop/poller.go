@@ -30,10 +30,13 @@ import "syscall"
 // wait(evs, msec) ([]event, error)
 //
 //	Sleeps until an fd is ready, wake is called, or msec milliseconds pass
-//	(0: do not sleep, -1: no limit), and returns evs[:0] with one event per
-//	ready fd appended. A signal ending the sleep is not an error: no events.
-//	Broken connections (error or hang-up) are reported whatever the loop
-//	asked for, as hup.
+//	(0: do not sleep, -1: no limit), and returns evs[:0] with the ready fds
+//	appended. An fd may appear in two events of one batch (kqueue reports
+//	read and write readiness apart): the loop must not reuse an fd number
+//	while it handles a batch. A signal ending the sleep is not an error: no
+//	events. A broken connection (error or hang-up) is reported as hup:
+//	epoll does so whatever the loop asked for, kqueue only through a filter
+//	the loop registered.
 //
 // wake() and drainWake()
 //
