@@ -38,7 +38,7 @@ func compareCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "with",
 				Usage: "also run a step with extra server flags, as its own rows: --with '3 --threads' --with '6 --edge'"},
 			&cli.StringFlag{Name: "n", Value: "5", Usage: "session counts to run, comma-separated: 1,5,50"},
-			&cli.Float64Flag{Name: "scale", Value: 1,
+			&cli.Float64Flag{Name: "scale", Value: 1, EnvVars: []string{"CSG_SCALE"},
 				Usage: "time scale of the session: 1 is the original 2.2 s session, 0.1 makes it 0.22 s"},
 			&cli.DurationFlag{Name: "budget", Value: 60 * time.Second,
 				Usage: "longest a single run may take; a run predicted to take longer (a sequential step at large N) is skipped"},
