@@ -44,7 +44,13 @@ func TestRunMarkers(t *testing.T) {
 }
 
 // TestChapterCommands runs every chapter's <!-- run --> blocks, in order,
-// in a scratch copy of the repository per chapter.
+// in a scratch copy of the repository per chapter. One chapter alone:
+//
+//	go test ./internal/docscheck/ -run 'TestChapterCommands/docs/05' -v
+//
+// DOCSCHECK_ROOT=/path/to/a/checkout runs that checkout's chapters instead
+// of this one's (with this runner), to see whether an older or newer
+// version of a chapter still runs as written.
 func TestChapterCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the chapters' commands build and run servers")
@@ -56,6 +62,9 @@ func TestChapterCommands(t *testing.T) {
 		t.Skip("no git to list the repository's files with")
 	}
 	root := repoRoot(t)
+	if r := os.Getenv("DOCSCHECK_ROOT"); r != "" {
+		root = r
+	}
 	env := append(os.Environ(), "CSG_SCALE=0.1")
 	for _, name := range docNames(t, root) {
 		src, err := os.ReadFile(filepath.Join(root, name))
