@@ -39,6 +39,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -215,9 +216,36 @@ func runBlock(b block, dir string, env []string) result {
 	return r
 }
 
-// groupAlive says whether any process is left in the process group.
+// groupAlive says whether any process is left in the process group. A
+// killed server whose parent (bash) has already exited is a zombie until
+// init reaps it, which some containers' init does only every second or
+// two; kill(2) still finds a zombie, so on Linux /proc is read instead and
+// zombies do not count.
 func groupAlive(pgid int) bool {
-	return syscall.Kill(-pgid, 0) == nil
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil || len(stats) == 0 {
+		return true // no /proc (macOS, FreeBSD): kill's answer is all there is
+	}
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue // it exited while we looked
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so cut
+		// after its closing parenthesis.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }
 
 // failure says why a block's result does not pass, or "" when it does.
