@@ -269,7 +269,7 @@ func planRuns(ns []int, bigN int, scale, bigScale float64) ([]plannedRun, error)
 	}
 	for _, r := range out {
 		if r.n > 5000 {
-			return nil, fmt.Errorf("N=%d: at most 5000 sessions per run (one process may open 20000 files)", r.n)
+			return nil, fmt.Errorf("%d sessions: at most 5000 sessions per run (one process may open 20000 files)", r.n)
 		}
 	}
 	return out, nil
