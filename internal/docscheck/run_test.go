@@ -76,6 +76,10 @@ func TestChapterCommands(t *testing.T) {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
+			// Chapters run side by side (as many as -parallel, by default
+			// GOMAXPROCS), each in its own copy and on its own ports: the
+			// blocks of one chapter still run in order.
+			t.Parallel()
 			scratch := t.TempDir()
 			if err := copyRepo(root, scratch); err != nil {
 				t.Fatal(err)
