@@ -50,7 +50,9 @@ func TestRunMarkers(t *testing.T) {
 //
 // DOCSCHECK_ROOT=/path/to/a/checkout runs that checkout's chapters instead
 // of this one's (with this runner), to see whether an older or newer
-// version of a chapter still runs as written.
+// version of a chapter still runs as written. DOCSCHECK_TIMEOUT_SCALE=3
+// multiplies every block's time limit, for a machine that other work
+// keeps busy (the limits are set for a quiet one).
 func TestChapterCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the chapters' commands build and run servers")
@@ -66,6 +68,14 @@ func TestChapterCommands(t *testing.T) {
 		root = r
 	}
 	env := append(os.Environ(), "CSG_SCALE=0.1")
+	slow := 1.0
+	if v := os.Getenv("DOCSCHECK_TIMEOUT_SCALE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			t.Fatalf("DOCSCHECK_TIMEOUT_SCALE=%q: want a factor above 0, such as 3", v)
+		}
+		slow = f
+	}
 	for _, name := range docNames(t, root) {
 		src, err := os.ReadFile(filepath.Join(root, name))
 		if err != nil {
@@ -95,6 +105,7 @@ func TestChapterCommands(t *testing.T) {
 					continue
 				}
 				start := time.Now()
+				b.timeout = time.Duration(float64(b.timeout) * slow)
 				r := runBlock(b, scratch, env)
 				if why := b.failure(r); why != "" {
 					failed = strconv.Itoa(b.line)
