@@ -104,7 +104,7 @@ func drawChart(path string, rows []row) error {
 	legend := plot.NewLegend()
 	anyFailed := false
 	for i, s := range ss {
-		c := plotutil.Color(i)
+		c := palette[i%len(palette)]
 		g := plotutil.Shape(i)
 		if len(s.ok) > 0 {
 			l, pts, err := plotter.NewLinePoints(s.ok)
@@ -139,12 +139,32 @@ func drawChart(path string, rows []row) error {
 			}
 		}
 	}
+	// Room above and below the outermost points, so that no glyph is cut
+	// in half by the frame.
+	p.Y.Max *= 1.1
+	if p.Y.Scale == nil || !isLog(p.Y.Scale) {
+		p.Y.Min = max(0, p.Y.Min-0.1*(p.Y.Max-p.Y.Min))
+	}
 	if anyFailed {
 		sc, _ := plotter.NewScatter(plotter.XYs{{}})
 		sc.Color, sc.Shape, sc.Radius = color.RGBA{R: 220, A: 255}, draw.CrossGlyph{}, vg.Points(5)
 		legend.Add("some sessions failed (correct/N)", sc)
 	}
 	return saveWithLegend(p, legend, path)
+}
+
+// palette has a distinct colour for each of the nine steps and variants
+// a default run draws (plotutil's has seven, and would repeat); red is
+// left for the failure marks.
+var palette = []color.Color{
+	color.RGBA{31, 119, 180, 255}, color.RGBA{255, 127, 14, 255}, color.RGBA{44, 160, 44, 255},
+	color.RGBA{148, 103, 189, 255}, color.RGBA{140, 86, 75, 255}, color.RGBA{227, 119, 194, 255},
+	color.RGBA{127, 127, 127, 255}, color.RGBA{188, 189, 34, 255}, color.RGBA{23, 190, 207, 255},
+}
+
+func isLog(n plot.Normalizer) bool {
+	_, ok := n.(plot.LogScale)
+	return ok
 }
 
 // labelsFor names each failed point after the step and its score.
