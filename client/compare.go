@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -74,28 +75,14 @@ type row struct {
 	startFailed bool
 }
 
+// compare runs in four phases: read the flags, choose the steps, run
+// every (step, N), report.
 func compare(c *cli.Context) error {
 	const cmd = "compare"
-	ns, err := parseInts(c.String("n"))
-	if err != nil || len(ns) == 0 {
-		return usageErr(cmd, "--n %q: want positive counts such as 1,5,50", c.String("n"))
-	}
-	scale, budget := c.Float64("scale"), c.Duration("budget")
-	if scale <= 0 || scale > 10 {
-		return usageErr(cmd, "--scale %v: want above 0 and at most 10", scale)
-	}
-	runs, err := planRuns(ns, c.Int("big-n"), scale, c.Float64("big-scale"))
+	opts, err := compareFlags(c)
 	if err != nil {
 		return usageErr(cmd, "%v", err)
 	}
-	if budget <= 0 {
-		return usageErr(cmd, "--budget must be above 0")
-	}
-	chart := c.String("chart")
-	if ext := strings.ToLower(filepath.Ext(chart)); chart != "" && ext != ".svg" && ext != ".png" {
-		return usageErr(cmd, "--chart %q: the file name must end in .svg or .png", chart)
-	}
-
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	root := c.String("root")
@@ -104,22 +91,13 @@ func compare(c *cli.Context) error {
 			return failErr(cmd, "%v", err)
 		}
 	}
-	steps, err := findSteps(ctx, root)
+	steps, err := chooseSteps(ctx, c, root)
 	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			return usageErr(cmd, "%v", err)
+		}
 		return failErr(cmd, "%v", err)
-	}
-	all := steps
-	if steps, err = pickSteps(all, c.String("steps")); err != nil {
-		return usageErr(cmd, "%v", err)
-	}
-	with := c.StringSlice("with")
-	if !c.IsSet("with") && !c.IsSet("steps") && slices.ContainsFunc(all, func(s step) bool { return s.num == 3 }) {
-		// Step 3's --threads is the one model that costs an OS thread per
-		// client: the default run shows it beside the others.
-		with = []string{"3 --threads"}
-	}
-	if steps, err = addVariants(all, steps, with); err != nil {
-		return usageErr(cmd, "%v", err)
 	}
 	dir, err := os.MkdirTemp("", "client-compare-")
 	if err != nil {
@@ -127,14 +105,96 @@ func compare(c *cli.Context) error {
 	}
 	defer os.RemoveAll(dir)
 
-	total := 0
-	for range steps {
-		for _, r := range runs {
-			total += r.n
-		}
+	rows, failed := runSteps(ctx, c.App.ErrWriter, root, dir, steps, opts)
+
+	if opts.markdown {
+		printCompareMarkdown(c.App.Writer, rows, opts.runs, os.Args[1:])
+	} else {
+		printCompareText(c.App.Writer, rows, opts.runs)
 	}
-	bar := newProgress(c.App.ErrWriter, "compare", int64(total), "sessions")
-	var sessionsDone atomic.Int64
+	if opts.chart != "" && ctx.Err() == nil {
+		if err := drawChart(opts.chart, rows); err != nil {
+			return failErr(cmd, "chart: %v", err)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "chart written to %s\n", opts.chart)
+	}
+	if ctx.Err() != nil {
+		return cli.Exit("client compare: interrupted; every server it started has been stopped", 130)
+	}
+	if failed {
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+// compareOpts is what the flags ask for, checked.
+type compareOpts struct {
+	runs     []plannedRun
+	budget   time.Duration
+	force    bool
+	markdown bool
+	chart    string
+}
+
+func compareFlags(c *cli.Context) (compareOpts, error) {
+	ns, err := parseInts(c.String("n"))
+	if err != nil || len(ns) == 0 {
+		return compareOpts{}, fmt.Errorf("--n %q: want positive counts such as 1,5,50", c.String("n"))
+	}
+	o := compareOpts{budget: c.Duration("budget"), force: c.Bool("force"), markdown: c.Bool("markdown"), chart: c.String("chart")}
+	scale := c.Float64("scale")
+	if scale <= 0 || scale > 10 {
+		return o, fmt.Errorf("--scale %v: want above 0 and at most 10", scale)
+	}
+	if o.runs, err = planRuns(ns, c.Int("big-n"), scale, c.Float64("big-scale")); err != nil {
+		return o, err
+	}
+	if o.budget <= 0 {
+		return o, errors.New("--budget must be above 0")
+	}
+	if ext := strings.ToLower(filepath.Ext(o.chart)); o.chart != "" && ext != ".svg" && ext != ".png" {
+		return o, fmt.Errorf("--chart %q: the file name must end in .svg or .png", o.chart)
+	}
+	return o, nil
+}
+
+// usageError marks a mistake in the flags (exit 2) among chooseSteps'
+// errors, the others being failures to read the module (exit 1).
+type usageError struct{ error }
+
+// chooseSteps lists the module's steps, keeps those --steps names and adds
+// the --with variants; by default step 3 also runs with --threads, the one
+// model that costs an OS thread per client.
+func chooseSteps(ctx context.Context, c *cli.Context, root string) ([]step, error) {
+	all, err := findSteps(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	steps, err := pickSteps(all, c.String("steps"))
+	if err != nil {
+		return nil, usageError{err}
+	}
+	with := c.StringSlice("with")
+	if !c.IsSet("with") && !c.IsSet("steps") && slices.ContainsFunc(all, func(s step) bool { return s.num == 3 }) {
+		with = []string{"3 --threads"}
+	}
+	if steps, err = addVariants(all, steps, with); err != nil {
+		return nil, usageError{err}
+	}
+	return steps, nil
+}
+
+// runSteps builds every step, then runs each planned N against each step
+// in turn, with a progress bar on w counted in sessions. failed says
+// whether any row is a failure (a build, a start or a session).
+func runSteps(ctx context.Context, w io.Writer, root, dir string, steps []step, o compareOpts) ([]row, bool) {
+	perStep := 0
+	for _, r := range o.runs {
+		perStep += r.n
+	}
+	bar := newProgress(w, "compare", int64(perStep*len(steps)), "sessions")
+	defer bar.done()
+	var done atomic.Int64
 
 	var rows []row
 	failed := false
@@ -144,7 +204,6 @@ func compare(c *cli.Context) error {
 			break
 		}
 		b := bins[s.name]
-		bin := b.bin
 		if s.err == nil {
 			s.err = b.err
 		}
@@ -154,65 +213,46 @@ func compare(c *cli.Context) error {
 				rows = append(rows, row{step: s, note: s.err.Error()})
 				failed = true
 			}
-			var all int64
-			for _, r := range runs {
-				all += int64(r.n)
-			}
-			bar.set(sessionsDone.Add(all))
+			bar.set(done.Add(int64(perStep)))
 			continue
 		}
-		m := &seriality{known: strings.Contains(strings.ToLower(s.model), "sequential")}
-		m.serial = m.known
-		for _, run := range runs {
-			if ctx.Err() != nil {
-				break
-			}
-			n, scale := run.n, run.scale
-			one := session.Duration(scale)
-			if !m.known && time.Duration(n)*one > budget && !c.Bool("force") {
-				// Would this run blow the budget? Only if the step serves
-				// one client at a time: two sessions tell, in at most two
-				// sessions' time.
-				m.learn(runOne(ctx, s, bin, 2, scale, budget, false, true, func() {}), scale)
-			}
-			r := runOne(ctx, s, bin, n, scale, budget, m.serial, c.Bool("force"), func() { bar.set(sessionsDone.Add(1)) })
-			if r.startFailed {
-				// It will not start for the next N either: one line.
-				r.n = 0
-				rows = append(rows, r)
-				failed = true
-				break
-			}
-			m.learn(r, r.scale)
-			if r.failed() {
-				failed = true
-			}
-			if r.elapsed == 0 {
-				bar.set(sessionsDone.Add(int64(n))) // nothing ran: skip its share
-			}
-			rows = append(rows, r)
-		}
+		rs, f := runStep(ctx, s, b.bin, o, func(n int) { bar.set(done.Add(int64(n))) })
+		rows, failed = append(rows, rs...), failed || f
 	}
-	bar.done()
+	return rows, failed
+}
 
-	if c.Bool("markdown") {
-		printCompareMarkdown(c.App.Writer, rows, runs, os.Args[1:])
-	} else {
-		printCompareText(c.App.Writer, rows, runs)
-	}
-	if chart != "" && ctx.Err() == nil {
-		if err := drawChart(chart, rows); err != nil {
-			return failErr(cmd, "chart: %v", err)
+// runStep runs every planned N against one built step. progress is told of
+// each session that ends, and of the sessions a skipped run will not have.
+func runStep(ctx context.Context, s step, bin string, o compareOpts, progress func(n int)) ([]row, bool) {
+	var rows []row
+	failed := false
+	m := &seriality{known: strings.Contains(strings.ToLower(s.model), "sequential")}
+	m.serial = m.known
+	for _, run := range o.runs {
+		if ctx.Err() != nil {
+			break
 		}
-		fmt.Fprintf(c.App.ErrWriter, "chart written to %s\n", chart)
+		if !m.known && time.Duration(run.n)*session.Duration(run.scale) > o.budget && !o.force {
+			// Would this run blow the budget? Only if the step serves
+			// one client at a time: two sessions tell, in at most two
+			// sessions' time.
+			m.learn(runOne(ctx, s, bin, 2, run.scale, o.budget, false, true, func() {}), run.scale)
+		}
+		r := runOne(ctx, s, bin, run.n, run.scale, o.budget, m.serial, o.force, func() { progress(1) })
+		if r.startFailed {
+			// It will not start for the next N either: one line.
+			r.n = 0
+			return append(rows, r), true
+		}
+		m.learn(r, r.scale)
+		failed = failed || r.failed()
+		if r.elapsed == 0 {
+			progress(run.n) // nothing ran: skip its share
+		}
+		rows = append(rows, r)
 	}
-	if ctx.Err() != nil {
-		return cli.Exit("client compare: interrupted; every server it started has been stopped", 130)
-	}
-	if failed {
-		return cli.Exit("", 1)
-	}
-	return nil
+	return rows, failed
 }
 
 type built struct {
