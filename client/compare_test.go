@@ -171,3 +171,32 @@ func TestChartMarksFailedRuns(t *testing.T) {
 		t.Errorf("png: %v", err)
 	}
 }
+
+// By default step 3 also runs with --threads, as its own row; --steps or
+// --with turn that off.
+func TestCompareDefaultAddsStep3Threads(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	for name, text := range map[string]string{
+		"go.mod":              "module fake\n\ngo 1.26\n",
+		"step3_exits/main.go": "// Step 3: a server that gives up.\npackage main\n\nimport \"os\"\n\nfunc main() { os.Exit(3) }\n",
+	} {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, out, _ := runClient(t, "compare", "--root", root, "--scale", "0.1")
+	for _, want := range []string{`(?m)^step3_exits  `, `(?m)^step3_exits --threads  `} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("default run: no %q in\n%s", want, out)
+		}
+	}
+	_, out, _ = runClient(t, "compare", "--root", root, "--scale", "0.1", "--steps", "3", "--big-n", "0")
+	if strings.Contains(out, "--threads") {
+		t.Errorf("--steps 3: want no --threads variant:\n%s", out)
+	}
+}
