@@ -8,6 +8,8 @@
 //
 //	<!-- run -->                  run it, 30 s at most
 //	<!-- run timeout=20s -->      run it, with its own time limit
+//	<!-- run needs=strace,bc -->  run it if these commands are installed,
+//	                              else skip it and say which is missing
 //	<!-- expect: ^listening on -->  zero or more Go regexps, each must
 //	                                match the block's combined output
 //	```sh
@@ -48,7 +50,7 @@ import (
 const defaultTimeout = 30 * time.Second
 
 var (
-	runMarker    = regexp.MustCompile(`^\s*<!--\s*run(?:\s+timeout=(\S+))?\s*-->\s*$`)
+	runMarker    = regexp.MustCompile(`^\s*<!--\s*run(?:\s+timeout=(\S+))?(?:\s+needs=(\S+))?\s*-->\s*$`)
 	expectMarker = regexp.MustCompile(`^\s*<!--\s*expect:\s?(.*?)\s*-->\s*$`)
 	skipMarker   = regexp.MustCompile(`^\s*<!--\s*skip:\s*(.*?)\s*-->\s*$`)
 	// anyRunLike catches a misspelt marker (<!-- run: -->, <!-- expect -->)
@@ -63,7 +65,8 @@ type block struct {
 	script  string
 	timeout time.Duration
 	expects []*regexp.Regexp
-	skip    string // the reason, if it is not run
+	skip    string   // the reason, if it is not run
+	needs   []string // commands it runs that a machine may lack (strace)
 }
 
 // runBlocks finds the run and skip blocks of one Markdown file, in order,
@@ -123,6 +126,9 @@ func runBlocks(name, src string) ([]block, []problem) {
 					pending.timeout = d
 				}
 			}
+			if m[2] != "" {
+				pending.needs = strings.Split(m[2], ",")
+			}
 		case expectMarker.MatchString(ln):
 			m := expectMarker.FindStringSubmatch(ln)
 			if pending == nil || pending.skip != "" {
@@ -157,6 +163,16 @@ func runBlocks(name, src string) ([]block, []problem) {
 		bad(markLine, "marker at the end of the file marks nothing")
 	}
 	return out, probs
+}
+
+// missing is the first command b needs that is not on PATH, or "".
+func (b block) missing() string {
+	for _, n := range b.needs {
+		if _, err := exec.LookPath(n); err != nil {
+			return n
+		}
+	}
+	return ""
 }
 
 // result is what running one block gave.

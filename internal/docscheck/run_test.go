@@ -103,6 +103,9 @@ func TestChapterCommands(t *testing.T) {
 				case failed != "":
 					t.Logf("%s:%d: not run, since the block at %s failed", b.file, b.line, failed)
 					continue
+				case b.missing() != "":
+					t.Logf("%s:%d: skipped: needs %s, which is not installed here", b.file, b.line, b.missing())
+					continue
 				}
 				start := time.Now()
 				b.timeout = time.Duration(float64(b.timeout) * slow)
@@ -121,24 +124,24 @@ func TestChapterCommands(t *testing.T) {
 
 func TestRunBlocksParse(t *testing.T) {
 	md := strings.Join([]string{
-		"# T",                             // 1
-		"<!-- run -->",                    // 2
-		"<!-- expect: ^hi$ -->",           // 3
-		"<!-- expect: (?m)^b[a-z]+ -->",   // 4
-		"```sh",                           // 5
-		"echo hi",                         // 6
-		"```",                             // 7
-		"<!-- skip: runs for minutes -->", // 8
-		"```sh",                           // 9
-		"sleep 600",                       // 10
-		"```",                             // 11
-		"```sh",                           // 12 no marker: not run
-		"false",                           // 13
-		"```",                             // 14
-		"<!-- run timeout=2s -->",         // 15
-		"```sh",                           // 16
-		"true",                            // 17
-		"```",                             // 18
+		"# T",                              // 1
+		"<!-- run -->",                     // 2
+		"<!-- expect: ^hi$ -->",            // 3
+		"<!-- expect: (?m)^b[a-z]+ -->",    // 4
+		"```sh",                            // 5
+		"echo hi",                          // 6
+		"```",                              // 7
+		"<!-- skip: runs for minutes -->",  // 8
+		"```sh",                            // 9
+		"sleep 600",                        // 10
+		"```",                              // 11
+		"```sh",                            // 12 no marker: not run
+		"false",                            // 13
+		"```",                              // 14
+		"<!-- run timeout=2s needs=sh -->", // 15
+		"```sh",                            // 16
+		"true",                             // 17
+		"```",                              // 18
 	}, "\n")
 	bs, probs := runBlocks("x.md", md)
 	want(t, probs)
@@ -151,7 +154,7 @@ func TestRunBlocksParse(t *testing.T) {
 	if b := bs[1]; b.line != 9 || b.skip != "runs for minutes" {
 		t.Errorf("block 2 = %+v", b)
 	}
-	if b := bs[2]; b.line != 16 || b.timeout != 2*time.Second || b.skip != "" {
+	if b := bs[2]; b.line != 16 || b.timeout != 2*time.Second || b.skip != "" || len(b.needs) != 1 || b.needs[0] != "sh" {
 		t.Errorf("block 3 = %+v", b)
 	}
 }
@@ -329,5 +332,17 @@ func TestCopyRepoCopiesTrackedAndNewFiles(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(dst, name)); err == nil {
 			t.Errorf("%s was copied", name)
 		}
+	}
+}
+
+func TestNeedsNamesTheMissingCommand(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	if m := (block{needs: []string{"sh"}}).missing(); m != "" {
+		t.Errorf("sh is installed, missing() = %q", m)
+	}
+	if m := (block{needs: []string{"sh", "no-such-command-docscheck"}}).missing(); m != "no-such-command-docscheck" {
+		t.Errorf("missing() = %q, want no-such-command-docscheck", m)
 	}
 }
