@@ -4,17 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/signal"
-	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"concurrent-servers-go/client/load"
-	"concurrent-servers-go/internal/sock"
 )
 
 // maxInFlight bounds pipeline x size, the bytes a connection may have
@@ -41,18 +36,18 @@ func benchCommand() *cli.Command {
 			"   taskset -c 0 go run ./step2_thread_per_conn &\n" +
 			"   taskset -c 1 go run ./client bench --conns 50 --duration 10s --pid $(pgrep -n step2) 127.0.0.1 8080",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "conns", Aliases: []string{"c"}, Value: 50, Usage: "concurrent connections"},
-			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 64, Usage: "bytes per message"},
+			concurrencyFlag("conns", 50, "concurrent connections"),
+			sizeFlag(64, "bytes per message"),
 			&cli.IntFlag{Name: "pipeline", Aliases: []string{"p"}, Value: 1, Usage: "messages in flight per connection"},
 			&cli.Float64Flag{Name: "rate", Usage: "open loop: messages per connection per second, latency timed from each message's due time"},
-			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: 10 * time.Second, Usage: "how long to measure"},
+			durationFlag(10*time.Second, "how long to measure"),
 			&cli.DurationFlag{Name: "warmup", Value: time.Second, Usage: "run this long before measuring"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: 5 * time.Second, Usage: "give up on a connection whose '*' takes longer"},
 			&cli.IntFlag{Name: "pid", Usage: "the server's process id: also report its CPU use (Linux)"},
-			sourcesFlag,
+			sourcesFlag(),
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			&cli.BoolFlag{Name: "markdown", Usage: "print the result as a Markdown table row (with its header)"},
-			allowRemoteFlag,
+			allowRemoteFlag(),
 		},
 		OnUsageError: onUsageError("bench"),
 		Action:       bench,
@@ -61,12 +56,13 @@ func benchCommand() *cli.Command {
 
 func bench(c *cli.Context) error {
 	const cmd = "bench"
-	host, ports, err := target(c, cmd, false)
+	r, err := newLoadRun(c, cmd)
 	if err != nil {
 		return err
 	}
+	defer r.stop()
 	o := load.BenchOptions{
-		Addr:  net.JoinHostPort(host, strconv.Itoa(ports[0])),
+		Addr: r.addr, LocalIPs: r.locals,
 		Conns: c.Int("conns"), Size: c.Int("size"), Pipeline: c.Int("pipeline"),
 		Duration: c.Duration("duration"), Warmup: c.Duration("warmup"),
 		ConnectTimeout: c.Duration("connect-timeout"), ServerPID: c.Int("pid"),
@@ -92,23 +88,13 @@ func bench(c *cli.Context) error {
 	case c.Bool("json") && c.Bool("markdown"):
 		return usageErr(cmd, "--json and --markdown: pick one")
 	}
-	if o.LocalIPs, err = parseSources(c.String("sources")); err != nil {
-		return usageErr(cmd, "%v", err)
-	}
-	if err := checkSources(cmd, o.LocalIPs, c.Bool("allow-remote")); err != nil {
-		return err
-	}
-	sock.RaiseNofile()
 
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	total := o.Warmup + o.Duration
-	var bar *progress
-	if total >= 2*time.Second {
-		bar = newProgress(c.App.ErrWriter, "bench", int64(total/time.Millisecond), "ms")
+	bar := r.bar(c, total, int64(total/time.Millisecond), "ms")
+	if bar != nil {
 		o.Progress = func(el time.Duration, _ uint64) { bar.set(int64(el / time.Millisecond)) }
 	}
-	res, err := load.Bench(ctx, o)
+	res, err := load.Bench(r.ctx, o)
 	if bar != nil {
 		bar.done()
 	}
@@ -128,16 +114,7 @@ func bench(c *cli.Context) error {
 	default:
 		printBenchText(w, o, res)
 	}
-	for _, line := range res.Errors.Lines() {
-		fmt.Fprintln(c.App.ErrWriter, "FAIL "+line)
-	}
-	if ctx.Err() != nil {
-		return cli.Exit("client bench: interrupted", 130)
-	}
-	if res.Errors.Total() > 0 {
-		return cli.Exit("", 1)
-	}
-	return nil
+	return r.end(c, &res.Errors)
 }
 
 // benchFigures are the derived numbers every output format prints.

@@ -2,17 +2,12 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"os/signal"
-	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"concurrent-servers-go/client/load"
 	"concurrent-servers-go/client/procstat"
-	"concurrent-servers-go/internal/sock"
 )
 
 func churnCommand() *cli.Command {
@@ -26,14 +21,13 @@ func churnCommand() *cli.Command {
 			"   go run ./client churn --rate 2000 --count 10000 127.0.0.1 8080",
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "rate", Aliases: []string{"r"}, Value: 500, Usage: "connections started per second, at most"},
-			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 1000, Usage: "connections in all"},
-			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: 10 * time.Minute,
-				Usage: "stop starting connections after this long, even if --count are not done"},
-			&cli.IntFlag{Name: "concurrency", Value: 32, Usage: "connections in progress at once, at most"},
-			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 16, Usage: "bytes in each connection's message"},
+			countFlag("count", 1000, "connections in all"),
+			durationFlag(10*time.Minute, "stop starting connections after this long, even if --count are not done"),
+			concurrencyFlag("concurrency", 32, "connections in progress at once, at most"),
+			sizeFlag(16, "bytes in each connection's message"),
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "give up on a connection after this long"},
-			sourcesFlag,
-			allowRemoteFlag,
+			sourcesFlag(),
+			allowRemoteFlag(),
 		},
 		OnUsageError: onUsageError("churn"),
 		Action:       churn,
@@ -42,12 +36,13 @@ func churnCommand() *cli.Command {
 
 func churn(c *cli.Context) error {
 	const cmd = "churn"
-	host, ports, err := target(c, cmd, false)
+	r, err := newLoadRun(c, cmd)
 	if err != nil {
 		return err
 	}
+	defer r.stop()
 	o := load.ChurnOptions{
-		Addr: net.JoinHostPort(host, strconv.Itoa(ports[0])),
+		Addr: r.addr, LocalIPs: r.locals,
 		Rate: c.Float64("rate"), Count: c.Int("count"), Duration: c.Duration("duration"),
 		Concurrency: c.Int("concurrency"), Size: c.Int("size"), Timeout: c.Duration("timeout"),
 	}
@@ -65,28 +60,18 @@ func churn(c *cli.Context) error {
 	case o.Timeout <= 0:
 		return usageErr(cmd, "--timeout must be above 0")
 	}
-	if o.LocalIPs, err = parseSources(c.String("sources")); err != nil {
-		return usageErr(cmd, "%v", err)
-	}
-	if err := checkSources(cmd, o.LocalIPs, c.Bool("allow-remote")); err != nil {
-		return err
-	}
-	sock.RaiseNofile()
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := load.Probe(ctx, o.Addr, o.Timeout); err != nil {
+	if err := load.Probe(r.ctx, o.Addr, o.Timeout); err != nil {
 		return failErr(cmd, "%v", err)
 	}
 
-	// The expected length decides the progress bar: shown only past 2 s.
+	// The expected length decides the progress bar.
 	expect := min(time.Duration(float64(o.Count)/o.Rate*float64(time.Second)), o.Duration)
-	if expect >= 2*time.Second {
-		bar := newProgress(c.App.ErrWriter, "churn", int64(o.Count), "conns")
+	if bar := r.bar(c, expect, int64(o.Count), "conns"); bar != nil {
 		o.Progress = func(n int) { bar.set(int64(n)) }
 		defer bar.done()
 	}
 	u0, s0, _ := procstat.Rusage()
-	res := load.Churn(ctx, o)
+	res := load.Churn(r.ctx, o)
 	u1, s1, _ := procstat.Rusage()
 	if o.Progress != nil {
 		o.Progress(res.Started) // so the bar ends where the run did
@@ -101,14 +86,5 @@ func churn(c *cli.Context) error {
 	fmt.Fprintf(w, "  latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (connect to verified answer)\n",
 		human(h.Quantile(0.5)), human(h.Quantile(0.9)), human(h.Quantile(0.99)), human(h.Quantile(0.999)), human(h.Max()))
 	fmt.Fprintf(w, "  client CPU %.0f%% of one core\n", 100*(u1-u0+s1-s0).Seconds()/res.Elapsed.Seconds())
-	for _, line := range res.Errors.Lines() {
-		fmt.Fprintln(c.App.ErrWriter, "FAIL "+line)
-	}
-	if ctx.Err() != nil {
-		return cli.Exit("client churn: interrupted", 130)
-	}
-	if res.Errors.Total() > 0 {
-		return cli.Exit("", 1)
-	}
-	return nil
+	return r.end(c, &res.Errors)
 }

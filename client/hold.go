@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,13 +48,16 @@ func holdCommand() *cli.Command {
 			&cli.IntFlag{Name: "conns", Aliases: []string{"c"}, Value: 1000, Usage: "connections to open"},
 			&cli.DurationFlag{Name: "hold", Value: 5 * time.Second, Usage: "how long to keep them open once all are connected"},
 			&cli.IntFlag{Name: "pid", Usage: "the server's process id: report its RSS, threads and open files (Linux)"},
-			sourcesFlag,
+			sourcesFlag(),
 			&cli.IntFlag{Name: "per-proc", Value: 9000, Usage: "connections per worker process (each process may open 20000 files)"},
 			&cli.IntFlag{Name: "dialing", Value: 128, Usage: "connect() calls in flight per worker (more overflows the accept queue)"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "give up on a connection whose '*' takes longer"},
 			&cli.DurationFlag{Name: "max-connect-time", Value: 2 * time.Minute, Usage: "stop connecting after this long, whatever is left"},
+			&cli.DurationFlag{Name: "keepalive", Usage: "TCP keepalive idle time and probe interval of every held " +
+				"connection; 0 (the default) turns it off: Go's default of 15 s sends 66,000 probes a second at a million " +
+				"connections, more than loopback's per-CPU backlog passes, and the kernel aborts what loses its probes"},
 			&cli.BoolFlag{Name: "markdown", Usage: "print the result as a Markdown table row (with its header)"},
-			allowRemoteFlag,
+			allowRemoteFlag(),
 			// The worker flags: hold runs its own executable again as
 			// "hold --worker --offset N ..." for each share.
 			&cli.BoolFlag{Name: "worker", Hidden: true},
@@ -76,6 +80,7 @@ type holdConfig struct {
 	hold        time.Duration
 	pid         int
 	allowRemote bool
+	keepAlive   time.Duration
 }
 
 func hold(c *cli.Context) error {
@@ -88,7 +93,7 @@ func hold(c *cli.Context) error {
 		host: host, ports: ports, conns: c.Int("conns"), perProc: c.Int("per-proc"),
 		dialing: c.Int("dialing"), timeout: c.Duration("connect-timeout"),
 		maxConnect: c.Duration("max-connect-time"), hold: c.Duration("hold"),
-		pid: c.Int("pid"), allowRemote: c.Bool("allow-remote"),
+		pid: c.Int("pid"), allowRemote: c.Bool("allow-remote"), keepAlive: c.Duration("keepalive"),
 	}
 	if cfg.sources, err = parseSources(c.String("sources")); err != nil {
 		return usageErr(cmd, "%v", err)
@@ -107,6 +112,8 @@ func hold(c *cli.Context) error {
 		return usageErr(cmd, "--connect-timeout and --max-connect-time must be above 0")
 	case cfg.hold < 0 || cfg.hold > 24*time.Hour:
 		return usageErr(cmd, "--hold %v: want 0 to 24h", cfg.hold)
+	case cfg.keepAlive < 0 || (cfg.keepAlive > 0 && cfg.keepAlive < time.Second):
+		return usageErr(cmd, "--keepalive %v: want 0 (off) or at least 1s", cfg.keepAlive)
 	}
 	if c.Bool("worker") {
 		return holdWorker(c, cfg, c.Int("offset"))
@@ -167,7 +174,7 @@ func holdWorker(c *cli.Context, cfg holdConfig, offset int) error {
 	start := time.Now()
 	h := load.Hold(connectCtx, load.HoldOptions{
 		Host: cfg.host, Ports: cfg.ports, Conns: cfg.conns, Offset: offset, Local: cfg.sources,
-		Dialing: cfg.dialing, ConnectTimeout: cfg.timeout,
+		Dialing: cfg.dialing, ConnectTimeout: cfg.timeout, KeepAlive: cfg.keepAlive,
 	}, func(connected, failed int) {
 		ok.Store(int64(connected))
 		bad.Store(int64(failed))
@@ -184,7 +191,9 @@ func holdWorker(c *cli.Context, cfg holdConfig, offset int) error {
 	for {
 		select {
 		case <-checks:
-			fmt.Fprintf(w, "open %d\n", h.Open())
+			// Our own memory too: what holding costs the client.
+			st, _ := procstat.ReadStatus(os.Getpid())
+			fmt.Fprintf(w, "open %d %d\n", h.Open(), st.RSS)
 		case <-ctx.Done():
 			return nil
 		}
@@ -201,159 +210,208 @@ type worker struct {
 	failed  int
 	elapsed time.Duration // from its first connect to its last
 	open    int           // connections still open, after a "check"
+	rss     int64         // its own memory, after a "check"
 	checked bool
 }
 
-// serverSample is what --pid reads from the server.
-type serverSample struct {
-	st  procstat.Status
-	fds int
-	err error
+// holdRun is one run seen from the parent. Its phases, in order: start
+// the workers, wait until every one is connected (the barrier: the hold
+// starts only then, so everything is held at full size), hold, measure
+// while holding, ask every worker how many connections are still open,
+// and release them all at once.
+type holdRun struct {
+	cfg       holdConfig
+	mu        sync.Mutex
+	changed   chan struct{} // a worker said something
+	workers   []*worker
+	errLines  map[string]string
+	errCounts map[string]int
 }
 
-func sampleServer(pid int) serverSample {
-	var s serverSample
-	if s.st, s.err = procstat.ReadStatus(pid); s.err == nil {
-		s.fds, s.err = procstat.FDs(pid)
-	}
-	return s
+// holdResult is what a run measured.
+type holdResult struct {
+	workers     int
+	ok, failed  int
+	connectTime time.Duration // the slowest worker's, as they run side by side
+	stillOpen   int
+	clientRSS   int64 // every worker's, summed, while holding
+	before      serverSample
+	held        serverSample
+	kBefore     kernelSample
+	kHeld       kernelSample
+	idleCPU     time.Duration // the server's CPU time during the hold
 }
 
-func (s serverSample) String() string {
-	if s.err != nil {
-		return "n/a (" + s.err.Error() + ")"
+func (r holdResult) rate() float64 {
+	if r.connectTime <= 0 {
+		return 0
 	}
-	return fmt.Sprintf("RSS %.1f MiB, %d threads, %d open files", float64(s.st.RSS)/(1<<20), s.st.Threads, s.fds)
+	return float64(r.ok) / r.connectTime.Seconds()
 }
 
-func holdParent(c *cli.Context, cfg holdConfig) error {
-	const cmd = "hold"
-	self, err := os.Executable()
-	if err != nil {
-		return failErr(cmd, "cannot find my own executable to start workers: %v", err)
-	}
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+// errInterrupted is SIGINT or SIGTERM during the run.
+var errInterrupted = errors.New("interrupted")
 
-	var before serverSample
+// runHold runs a hold up to, not including, the release: the caller
+// releases (r.release), so that it can time what follows.
+// connected, if set, is called once connecting ends (all connected,
+// given up, or interrupted), before the hold.
+func runHold(ctx context.Context, cfg holdConfig, errw io.Writer, connected func(holdResult)) (*holdRun, holdResult, error) {
+	r := &holdRun{cfg: cfg, changed: make(chan struct{}, 1), errLines: map[string]string{}, errCounts: map[string]int{}}
+	var res holdResult
 	if cfg.pid > 0 {
-		if before = sampleServer(cfg.pid); before.err != nil {
-			return failErr(cmd, "--pid %d: %v", cfg.pid, before.err)
+		if res.before = sampleServer(cfg.pid); res.before.err != nil {
+			return r, res, fmt.Errorf("--pid %d: %v", cfg.pid, res.before.err)
 		}
 	}
+	res.kBefore = sampleKernel()
 	// Then one connection, so that a server that is not there is one
 	// clear line rather than thousands of failures. (After the sample:
 	// the server may take a moment to close it.)
 	probe := net.JoinHostPort(cfg.host, strconv.Itoa(cfg.ports[0]))
 	if err := load.Probe(ctx, probe, cfg.timeout); err != nil {
-		return failErr(cmd, "%v", err)
+		return r, res, err
 	}
+	if err := r.start(errw); err != nil {
+		return r, res, err
+	}
+	res.workers = len(r.workers)
+	err := r.connect(ctx, errw, &res)
+	if connected != nil {
+		connected(res)
+	}
+	if err != nil {
+		return r, res, err
+	}
+	if res.ok == 0 {
+		return r, res, nil
+	}
+	// The hold itself: every connection idle, nothing sent. What the
+	// server spends meanwhile is the cost of idle connections.
+	// (Only its CPU time: counting its open files reads /proc/PID/fd,
+	// which makes the kernel build an inode per fd, and those would
+	// show up in the kernel's memory below.)
+	var cpuAtBarrier time.Duration
+	if cfg.pid > 0 {
+		cpuAtBarrier = serverCPU(cfg.pid)
+	}
+	t := time.NewTimer(cfg.hold)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	if ctx.Err() != nil {
+		return r, res, errInterrupted
+	}
+	// Measure while everything is still open, then check.
+	res.kHeld = sampleKernel()
+	if cfg.pid > 0 {
+		res.held = sampleServer(cfg.pid)
+		res.idleCPU = res.held.cpu - cpuAtBarrier
+	}
+	res.stillOpen, res.clientRSS = r.check()
+	return r, res, nil
+}
 
+// start starts one worker process per --per-proc connections; each runs
+// this executable again as "hold --worker".
+func (r *holdRun) start(errw io.Writer) error {
+	cfg := r.cfg
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find my own executable to start workers: %v", err)
+	}
+	var ports, sources []string
+	for _, p := range cfg.ports {
+		ports = append(ports, strconv.Itoa(p))
+	}
+	for _, ip := range cfg.sources {
+		sources = append(sources, ip.String())
+	}
 	nw := (cfg.conns + cfg.perProc - 1) / cfg.perProc
-	var mu sync.Mutex
-	changed := make(chan struct{}, 1)
-	var workers []*worker
-	errLines := map[string]string{}
-	errCounts := map[string]int{}
-	defer func() {
-		// Release: closing a worker's stdin tells it to close its
-		// connections and exit; kill any that does not within 10 s.
-		for _, w := range workers {
-			w.stdin.Close()
-		}
-		deadline := time.After(10 * time.Second)
-		for _, w := range workers {
-			select {
-			case <-w.done:
-			case <-deadline:
-				w.cmd.Process.Kill()
-				<-w.done
-			}
-			w.cmd.Wait()
-		}
-	}()
-
 	for i := range nw {
 		share := min(cfg.perProc, cfg.conns-i*cfg.perProc)
 		args := []string{"hold", "--worker", "--offset", strconv.Itoa(i * cfg.perProc),
 			"--conns", strconv.Itoa(share), "--dialing", strconv.Itoa(cfg.dialing),
 			"--connect-timeout", cfg.timeout.String(), "--max-connect-time", cfg.maxConnect.String(),
-			"--hold", cfg.hold.String()}
-		if len(cfg.sources) > 0 {
-			var s []string
-			for _, ip := range cfg.sources {
-				s = append(s, ip.String())
-			}
-			args = append(args, "--sources", strings.Join(s, ","))
+			"--hold", cfg.hold.String(), "--keepalive", cfg.keepAlive.String()}
+		if len(sources) > 0 {
+			args = append(args, "--sources", strings.Join(sources, ","))
 		}
 		if cfg.allowRemote {
 			args = append(args, "--allow-remote")
 		}
-		var ports []string
-		for _, p := range cfg.ports {
-			ports = append(ports, strconv.Itoa(p))
-		}
 		args = append(args, cfg.host, strings.Join(ports, ","))
 		wc := exec.Command(self, args...)
 		dieWithParent(wc)
-		wc.Stderr = c.App.ErrWriter
+		wc.Stderr = errw
 		stdin, err := wc.StdinPipe()
 		if err != nil {
-			return failErr(cmd, "%v", err)
+			return err
 		}
 		stdout, err := wc.StdoutPipe()
 		if err != nil {
-			return failErr(cmd, "%v", err)
+			return err
 		}
 		if err := wc.Start(); err != nil {
-			return failErr(cmd, "starting worker: %v", err)
+			return fmt.Errorf("starting worker: %v", err)
 		}
 		w := &worker{cmd: wc, stdin: stdin, done: make(chan struct{})}
-		workers = append(workers, w)
-		go func() {
-			defer close(w.done)
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				f := strings.SplitN(sc.Text(), " ", 4)
-				mu.Lock()
-				switch {
-				case f[0] == "progress" && len(f) == 3:
-					w.ok, _ = strconv.Atoi(f[1])
-					w.failed, _ = strconv.Atoi(f[2])
-				case f[0] == "ready" && len(f) == 4:
-					w.ok, _ = strconv.Atoi(f[1])
-					w.failed, _ = strconv.Atoi(f[2])
-					ns, _ := strconv.ParseInt(f[3], 10, 64)
-					w.elapsed, w.ready = time.Duration(ns), true
-				case f[0] == "open" && len(f) == 2:
-					w.open, _ = strconv.Atoi(f[1])
-					w.checked = true
-				case f[0] == "error" && len(f) == 4:
-					n, _ := strconv.Atoi(f[2])
-					errCounts[f[1]] += n
-					if errLines[f[1]] == "" {
-						errLines[f[1]] = f[3]
-					}
-				}
-				mu.Unlock()
-				select {
-				case changed <- struct{}{}:
-				default:
-				}
-			}
-			io.Copy(io.Discard, stdout)
-		}()
+		r.workers = append(r.workers, w)
+		go r.read(w, stdout)
 	}
+	return nil
+}
 
-	// Wait until every worker is ready (or gone), showing progress.
-	bar := newProgress(c.App.ErrWriter, "hold", int64(cfg.conns), "conns")
-	var connectTime time.Duration // the slowest worker's, as they run side by side
-	tally := func() (ok, failed, ready int) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, w := range workers {
-			ok, failed = ok+w.ok, failed+w.failed
-			connectTime = max(connectTime, w.elapsed)
+// read follows one worker's reports on its stdout.
+func (r *holdRun) read(w *worker, stdout io.Reader) {
+	defer close(w.done)
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		f := strings.SplitN(sc.Text(), " ", 4)
+		r.mu.Lock()
+		switch {
+		case f[0] == "progress" && len(f) == 3:
+			w.ok, _ = strconv.Atoi(f[1])
+			w.failed, _ = strconv.Atoi(f[2])
+		case f[0] == "ready" && len(f) == 4:
+			w.ok, _ = strconv.Atoi(f[1])
+			w.failed, _ = strconv.Atoi(f[2])
+			ns, _ := strconv.ParseInt(f[3], 10, 64)
+			w.elapsed, w.ready = time.Duration(ns), true
+		case f[0] == "open" && len(f) == 3:
+			w.open, _ = strconv.Atoi(f[1])
+			w.rss, _ = strconv.ParseInt(f[2], 10, 64)
+			w.checked = true
+		case f[0] == "error" && len(f) == 4:
+			n, _ := strconv.Atoi(f[2])
+			r.errCounts[f[1]] += n
+			if r.errLines[f[1]] == "" {
+				r.errLines[f[1]] = f[3]
+			}
+		}
+		r.mu.Unlock()
+		select {
+		case r.changed <- struct{}{}:
+		default:
+		}
+	}
+	io.Copy(io.Discard, stdout)
+}
+
+// connect is the barrier: it returns once every worker has opened its
+// share (or given up, or died), showing progress on a terminal.
+func (r *holdRun) connect(ctx context.Context, errw io.Writer, res *holdResult) error {
+	bar := newProgress(errw, "hold", int64(r.cfg.conns), "conns")
+	defer bar.done()
+	tally := func() (ready int) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		res.ok, res.failed = 0, 0
+		for _, w := range r.workers {
+			res.ok, res.failed = res.ok+w.ok, res.failed+w.failed
+			res.connectTime = max(res.connectTime, w.elapsed)
 			select {
 			case <-w.done:
 				ready++
@@ -364,152 +422,188 @@ func holdParent(c *cli.Context, cfg holdConfig) error {
 				ready++
 			}
 		}
-		return
+		return ready
 	}
 	// Workers stop connecting after --max-connect-time on their own; this
 	// bound is for a worker that hangs or never starts.
-	bound := time.NewTimer(cfg.maxConnect + 30*time.Second)
+	limit := r.cfg.maxConnect + 30*time.Second
+	bound := time.NewTimer(limit)
 	defer bound.Stop()
-	var ok, failed int
-	stuck := false
-	for ctx.Err() == nil && !stuck {
-		var ready int
-		ok, failed, ready = tally()
-		bar.set(int64(ok + failed))
-		if ready == len(workers) {
-			break
+	start := time.Now()
+	for {
+		ready := tally()
+		bar.set(int64(res.ok + res.failed))
+		if ready == len(r.workers) {
+			return nil
 		}
 		select {
-		case <-changed:
+		case <-r.changed:
 		case <-ctx.Done():
+			res.connectTime = time.Since(start) // how long it had been trying
+			return errInterrupted
 		case <-bound.C:
-			stuck = true
+			return fmt.Errorf("workers did not finish connecting within %v; released everything", limit)
 		}
 	}
-	bar.done()
-	if stuck {
-		return failErr(cmd, "workers did not finish connecting within %v; released everything", cfg.maxConnect+30*time.Second)
-	}
-	rate := 0.0
-	if connectTime > 0 {
-		rate = float64(ok) / connectTime.Seconds()
-	}
-	w := c.App.Writer
-	md := c.Bool("markdown")
-	if !md {
-		fmt.Fprintf(w, "hold %s port %s: %d connections from %d worker process(es), %d source address(es)\n",
-			cfg.host, joinInts(cfg.ports), cfg.conns, nw, max(len(cfg.sources), 1))
-		fmt.Fprintf(w, "  connected  %d of %d in %s (%.0f connections/s), %d failed\n",
-			ok, cfg.conns, human(connectTime), rate, failed)
-	}
-	if ctx.Err() != nil {
-		return cli.Exit("client hold: interrupted; every connection has been closed", 130)
-	}
-	if ok == 0 {
-		if errCounts["refused"] > 0 && len(errCounts) == 1 {
-			return failErr(cmd, "connection refused: is a server listening on %s port %s?", cfg.host, joinInts(cfg.ports))
-		}
-		return failErr(cmd, "no connection succeeded: %s", errSummary(errCounts, errLines))
-	}
-
-	// Hold, then read the server while every connection is still open.
-	t := time.NewTimer(cfg.hold)
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	t.Stop()
-	var held serverSample
-	perConn, serverConns := "n/a", 0
-	if cfg.pid > 0 {
-		held = sampleServer(cfg.pid)
-	}
-	// Did the server keep them all? Each worker peeks at its connections.
-	stillOpen := checkOpen(workers, &mu, changed)
-	if cfg.pid > 0 {
-		// Divide by the connections this server holds, which its open
-		// files tell, not by ours: with several server ports, --pid is
-		// only one of the servers.
-		if n := held.fds - before.fds; held.err == nil && n > 0 {
-			serverConns = n
-			perConn = fmt.Sprintf("%.1f KiB", float64(held.st.RSS-before.st.RSS)/float64(n)/1024)
-		}
-	}
-	if md {
-		fmt.Fprintln(w, machineLine(os.Args[1:]))
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| connections | processes | sources | connected in | connections/s | failed | still open | server RSS before | RSS holding | per connection | threads holding | fds holding |")
-		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-		rss := func(s serverSample) string {
-			if cfg.pid == 0 || s.err != nil {
-				return "n/a"
-			}
-			return fmt.Sprintf("%.1f MiB", float64(s.st.RSS)/(1<<20))
-		}
-		threads, fds := "n/a", "n/a"
-		if cfg.pid > 0 && held.err == nil {
-			threads, fds = strconv.Itoa(held.st.Threads), strconv.Itoa(held.fds)
-		}
-		fmt.Fprintf(w, "| %d | %d | %d | %s | %.0f | %d | %d | %s | %s | %s | %s | %s |\n",
-			ok, nw, max(len(cfg.sources), 1), human(connectTime), rate, failed, stillOpen,
-			rss(before), rss(held), perConn, threads, fds)
-	} else {
-		fmt.Fprintf(w, "  held       %v, %d of %d still open at the end\n", cfg.hold, stillOpen, ok)
-		if cfg.pid > 0 {
-			fmt.Fprintf(w, "  server     before:  %v\n", before)
-			fmt.Fprintf(w, "             holding: %v\n", held)
-			if serverConns > 0 {
-				fmt.Fprintf(w, "  memory per connection: %s ((RSS holding - RSS before) / %d connections)\n", perConn, serverConns)
-			}
-		}
-	}
-	if failed > 0 {
-		fmt.Fprintln(c.App.ErrWriter, "FAIL "+errSummary(errCounts, errLines))
-		return cli.Exit("", 1)
-	}
-	if ctx.Err() != nil {
-		return cli.Exit("client hold: interrupted; every connection has been closed", 130)
-	}
-	if stillOpen < ok {
-		fmt.Fprintf(c.App.ErrWriter, "FAIL the server closed or reset %d of %d connections while they were held\n", ok-stillOpen, ok)
-		return cli.Exit("", 1)
-	}
-	return nil
 }
 
-// checkOpen asks every worker how many of its connections are still open
-// and sums the answers, waiting up to 10 s for them.
-func checkOpen(workers []*worker, mu *sync.Mutex, changed <-chan struct{}) int {
-	mu.Lock()
-	for _, w := range workers {
+// check asks every worker how many of its connections are still open
+// (each peeks at every one) and how much memory it holds, and sums the
+// answers, waiting up to 30 s for them.
+func (r *holdRun) check() (open int, rss int64) {
+	r.mu.Lock()
+	for _, w := range r.workers {
 		w.checked = false
 		io.WriteString(w.stdin, "check\n") // a dead worker just never answers
 	}
-	mu.Unlock()
-	deadline := time.NewTimer(10 * time.Second)
+	r.mu.Unlock()
+	deadline := time.NewTimer(30 * time.Second)
 	defer deadline.Stop()
 	for {
-		mu.Lock()
-		open, all := 0, true
-		for _, w := range workers {
+		r.mu.Lock()
+		open, rss = 0, 0
+		all := true
+		for _, w := range r.workers {
 			select {
 			case <-w.done:
 				continue // a worker that exited holds nothing
 			default:
 			}
-			open += w.open
+			open, rss = open+w.open, rss+w.rss
 			all = all && w.checked
 		}
-		mu.Unlock()
+		r.mu.Unlock()
 		if all {
-			return open
+			return open, rss
 		}
 		select {
-		case <-changed:
+		case <-r.changed:
 		case <-deadline.C:
-			return open
+			return open, rss
 		}
 	}
+}
+
+// release lets every worker go at once: closing a worker's stdin tells it
+// to close its connections and exit. All stdins are closed before any is
+// waited for, so the close storm hits the server at full size. A worker
+// still there after 30 s is killed.
+func (r *holdRun) release() {
+	for _, w := range r.workers {
+		w.stdin.Close()
+	}
+	deadline := time.After(30 * time.Second)
+	for _, w := range r.workers {
+		select {
+		case <-w.done:
+		case <-deadline:
+			w.cmd.Process.Kill()
+			<-w.done
+		}
+		w.cmd.Wait()
+	}
+	r.workers = nil
+}
+
+func holdParent(c *cli.Context, cfg holdConfig) error {
+	const cmd = "hold"
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	w := c.App.Writer
+	md := c.Bool("markdown")
+	r, res, err := runHold(ctx, cfg, c.App.ErrWriter, func(res holdResult) {
+		if !md {
+			printConnected(w, cfg, res)
+		}
+	})
+	defer r.release()
+	switch {
+	case errors.Is(err, errInterrupted):
+		r.release()
+		return cli.Exit("client hold: interrupted; every connection has been closed", 130)
+	case err != nil:
+		return failErr(cmd, "%v", err)
+	case res.ok == 0:
+		if r.errCounts["refused"] > 0 && len(r.errCounts) == 1 {
+			return failErr(cmd, "connection refused: is a server listening on %s port %s?", cfg.host, joinInts(cfg.ports))
+		}
+		return failErr(cmd, "no connection succeeded: %s", errSummary(r.errCounts, r.errLines))
+	}
+	if md {
+		printHoldMarkdown(w, cfg, res)
+	} else {
+		printHeld(w, cfg, res)
+	}
+	if res.failed > 0 {
+		fmt.Fprintln(c.App.ErrWriter, "FAIL "+errSummary(r.errCounts, r.errLines))
+		return cli.Exit("", 1)
+	}
+	if res.stillOpen < res.ok {
+		fmt.Fprintf(c.App.ErrWriter, "FAIL the server closed or reset %d of %d connections while they were held\n", res.ok-res.stillOpen, res.ok)
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+// printConnected prints the run's first two lines: what was asked, and
+// how connecting went.
+func printConnected(w io.Writer, cfg holdConfig, res holdResult) {
+	fmt.Fprintf(w, "hold %s port %s: %d connections from %d worker process(es), %d source address(es)\n",
+		cfg.host, joinInts(cfg.ports), cfg.conns, res.workers, max(len(cfg.sources), 1))
+	fmt.Fprintf(w, "  connected  %d of %d in %s (%.0f connections/s), %d failed\n",
+		res.ok, cfg.conns, human(res.connectTime), res.rate(), res.failed)
+}
+
+// perConn is the server's memory per connection: the growth of its RSS
+// divided by the connections it holds, which its open files tell, not by
+// ours (with several server ports, --pid may be only one of the servers).
+func (r holdResult) perConn() (string, int) {
+	n := r.held.fds - r.before.fds
+	if r.held.err != nil || r.before.err != nil || n <= 0 {
+		return "n/a", 0
+	}
+	return fmt.Sprintf("%.1f KiB", float64(r.held.rss-r.before.rss)/float64(n)/1024), n
+}
+
+// printHeld prints what holding showed: still open, the server's memory,
+// the client's, and the kernel's.
+func printHeld(w io.Writer, cfg holdConfig, res holdResult) {
+	fmt.Fprintf(w, "  held       %v, %d of %d still open at the end\n", cfg.hold, res.stillOpen, res.ok)
+	if cfg.pid > 0 {
+		fmt.Fprintf(w, "  server     before:  %v\n", res.before)
+		fmt.Fprintf(w, "             holding: %v\n", res.held)
+		if perConn, n := res.perConn(); n > 0 {
+			fmt.Fprintf(w, "  memory per connection: %s ((RSS holding - RSS before) / %d connections)\n", perConn, n)
+		}
+		fmt.Fprintf(w, "  idle CPU   %v of CPU time in the %v hold (%.2f%% of one core)\n",
+			res.idleCPU.Round(time.Millisecond), cfg.hold, 100*res.idleCPU.Seconds()/cfg.hold.Seconds())
+	}
+	if res.clientRSS > 0 {
+		fmt.Fprintf(w, "  client     RSS %.1f MiB in %d workers, %.1f KiB per connection\n",
+			float64(res.clientRSS)/(1<<20), res.workers, float64(res.clientRSS)/float64(res.ok)/1024)
+	}
+	fmt.Fprintf(w, "  kernel     %s\n", kernelPerSocket(res.kBefore, res.kHeld))
+}
+
+func printHoldMarkdown(w io.Writer, cfg holdConfig, res holdResult) {
+	fmt.Fprintln(w, machineLine(os.Args[1:]))
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| connections | processes | sources | connected in | connections/s | failed | still open | server RSS before | RSS holding | per connection | threads holding | fds holding |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	rss := func(s serverSample) string {
+		if cfg.pid == 0 || s.err != nil {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.1f MiB", float64(s.rss)/(1<<20))
+	}
+	threads, fds := "n/a", "n/a"
+	if cfg.pid > 0 && res.held.err == nil {
+		threads, fds = strconv.Itoa(res.held.threads), strconv.Itoa(res.held.fds)
+	}
+	perConn, _ := res.perConn()
+	fmt.Fprintf(w, "| %d | %d | %d | %s | %.0f | %d | %d | %s | %s | %s | %s | %s |\n",
+		res.ok, res.workers, max(len(cfg.sources), 1), human(res.connectTime), res.rate(), res.failed, res.stillOpen,
+		rss(res.before), rss(res.held), perConn, threads, fds)
 }
 
 func errSummary(counts map[string]int, first map[string]string) string {

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,4 +139,81 @@ func TestHoldSeesDroppedConnections(t *testing.T) {
 		t.Fatalf("output:\n%s", out.String())
 	}
 	oneLine(t, errb.String(), "closed or reset 5 of 5 connections")
+}
+
+// The barrier: the hold starts only when every worker is connected, and
+// all are released together. One connection's '*' comes a second late,
+// so one worker is ready a second after the others; no connection of any
+// worker may be closed before that '*' plus the hold, and the closes of
+// all three workers come together.
+func TestHoldBarrier(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var lateAck time.Time
+	var closes []time.Time
+	go func() {
+		for n := 1; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if n == 5 {
+					time.Sleep(time.Second)
+				}
+				c.Write([]byte("*"))
+				if n == 5 {
+					mu.Lock()
+					lateAck = time.Now()
+					mu.Unlock()
+				}
+				io.Copy(io.Discard, c) // until the client closes
+				mu.Lock()
+				closes = append(closes, time.Now())
+				mu.Unlock()
+			}()
+		}
+	}()
+	host, port := hostPort(t, ln.Addr().String())
+	const hold = 800 * time.Millisecond
+	cmd := exec.Command(buildClient(t), "hold", "--conns", "12", "--per-proc", "4", "--hold", hold.String(), host, port)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("hold: %v\n%s%s", err, out.String(), errb.String())
+	}
+	// The probe connection is closed at once: it is not held.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(closes)
+		mu.Unlock()
+		if n == 13 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(closes) != 13 {
+		t.Fatalf("server saw %d closes, want 12 held + 1 probe\n%s", len(closes), out.String())
+	}
+	slices.SortFunc(closes, func(a, b time.Time) int { return a.Compare(b) })
+	held := closes[1:] // closes[0] is the probe's
+	if first := held[0]; first.Before(lateAck.Add(hold)) {
+		t.Errorf("a connection was closed %v after the last worker was connected; the hold is %v",
+			first.Sub(lateAck), hold)
+	}
+	if spread := held[len(held)-1].Sub(held[0]); spread > hold {
+		t.Errorf("the held connections were closed over %v, more than the hold (%v): not released together", spread, hold)
+	}
+	if !strings.Contains(out.String(), "12 of 12 still open at the end") {
+		t.Errorf("output:\n%s", out.String())
+	}
 }

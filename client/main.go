@@ -61,7 +61,7 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 		},
 		HideHelpCommand: true,
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return cli.Exit(fmt.Sprintf("client: %v (see --help)", err), 2)
+			return cli.Exit(fmt.Sprintf("client: %v (see --help)", explainFlagError(c, err)), 2)
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if ec, ok := err.(cli.ExitCoder); ok {
@@ -76,6 +76,7 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 			compareCommand(),
 			benchCommand(),
 			holdCommand(),
+			c1mCommand(),
 			churnCommand(),
 		},
 	}
@@ -155,7 +156,7 @@ func classic(c *cli.Context) error {
 }
 
 // interspersed lets flags follow the positional arguments, as Python's
-// argparse allows and the seed's own runs do (`client localhost 8080 -n 5`):
+// argparse allows and the original series' own runs do (`client localhost 8080 -n 5`):
 // urfave/cli, like Go's flag package, stops at the first non-flag. Flags
 // found after a positional argument are moved in front of it.
 func interspersed(a *cli.App, args []string) []string {

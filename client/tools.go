@@ -1,22 +1,29 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"concurrent-servers-go/client/load"
+	"concurrent-servers-go/internal/sock"
 )
 
 // What every load tool shares: argument checks that end in one line and
-// exit status 2, the loopback guard, and source-address lists.
+// exit status 2, the flags spelt the same everywhere, the loopback guard,
+// source-address lists, and the frame a run starts and ends in.
 
 // usageErr is a bad command line: one line on stderr, exit status 2.
 func usageErr(cmd, format string, args ...any) error {
@@ -33,12 +40,137 @@ func failErr(cmd, format string, args ...any) error {
 // the root command's are.
 func onUsageError(cmd string) cli.OnUsageErrorFunc {
 	return func(c *cli.Context, err error, _ bool) error {
-		return usageErr(cmd, "%v", err)
+		return usageErr(cmd, "%v", explainFlagError(c, err))
 	}
 }
 
-var allowRemoteFlag = &cli.BoolFlag{Name: "allow-remote",
-	Usage: "allow a server that is not on this machine (by default only 127.0.0.0/8 and ::1)"}
+// badValue is the flag package's complaint about a value it cannot parse:
+// `invalid value "3" for flag -d: parse error`.
+var badValue = regexp.MustCompile(`^invalid value "(.*)" for flag -(\S+): parse error$`)
+
+// explainFlagError rewrites the one flag error that tells a learner
+// nothing: a duration given without its unit (`-d 3`) is answered with
+// what to type (`-d 3s`), where the flag package says "parse error". Any
+// other error is returned as it is.
+func explainFlagError(c *cli.Context, err error) error {
+	m := badValue.FindStringSubmatch(err.Error())
+	if m == nil || !isDurationFlag(c, m[2]) {
+		return err
+	}
+	val, flag := m[1], "-"+m[2]
+	if len(m[2]) > 1 {
+		flag = "--" + m[2]
+	}
+	if _, perr := strconv.ParseFloat(val, 64); perr == nil {
+		return fmt.Errorf("%s %s has no unit: type %s %ss for seconds (or %sms, %sm)", flag, val, flag, val, val, val)
+	}
+	return fmt.Errorf("%s %q is not a duration; write it like 10s, 500ms or 2m", flag, val)
+}
+
+// isDurationFlag reports whether name (or alias) is a duration flag of the
+// command c is parsing (the root command included).
+func isDurationFlag(c *cli.Context, name string) bool {
+	flags := c.App.Flags
+	if c.Command != nil && len(c.Command.Flags) > 0 {
+		flags = c.Command.Flags
+	}
+	for _, f := range flags {
+		if _, ok := f.(*cli.DurationFlag); ok && slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// loadRun is the frame bench and churn run in: the server's address from
+// HOST PORT, the source addresses from --sources, the open-file limit
+// raised, and a context that ends on SIGINT or SIGTERM. Call stop when done.
+type loadRun struct {
+	cmd    string
+	addr   string   // HOST:PORT
+	locals []net.IP // --sources, nil to let the kernel choose
+	ctx    context.Context
+	stop   context.CancelFunc
+}
+
+// newLoadRun checks HOST PORT, --sources and --allow-remote, each failure
+// one line and exit status 2, then sets up the run.
+func newLoadRun(c *cli.Context, cmd string) (*loadRun, error) {
+	host, ports, err := target(c, cmd, false)
+	if err != nil {
+		return nil, err
+	}
+	locals, err := parseSources(c.String("sources"))
+	if err != nil {
+		return nil, usageErr(cmd, "%v", err)
+	}
+	if err := checkSources(cmd, locals, c.Bool("allow-remote")); err != nil {
+		return nil, err
+	}
+	// Every connection is a file descriptor: take all the hard limit allows.
+	sock.RaiseNofile()
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	return &loadRun{cmd: cmd, addr: net.JoinHostPort(host, strconv.Itoa(ports[0])),
+		locals: locals, ctx: ctx, stop: stop}, nil
+}
+
+// bar is a progress bar counting to total, or nil when the run is expected
+// to take under 2 s: too short to be worth one.
+func (r *loadRun) bar(c *cli.Context, expect time.Duration, total int64, unit string) *progress {
+	if expect < 2*time.Second {
+		return nil
+	}
+	return newProgress(c.App.ErrWriter, r.cmd, total, unit)
+}
+
+// end closes a run the same way in every tool: one FAIL line per kind of
+// failure on stderr, then exit status 130 if the run was interrupted, 1 if
+// anything failed, 0 otherwise.
+func (r *loadRun) end(c *cli.Context, errs *load.Errors) error {
+	for _, line := range errs.Lines() {
+		fmt.Fprintln(c.App.ErrWriter, "FAIL "+line)
+	}
+	if r.ctx.Err() != nil {
+		return cli.Exit("client "+r.cmd+": interrupted", 130)
+	}
+	if errs.Total() > 0 {
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+// The flags the load tools share are made here, so that one letter means
+// one thing in every tool: -c how many connections are open at once, -n how
+// many connections in all (the classic client's -n, where the two are the
+// same), -s the bytes in one message, -d how long the run lasts.
+
+// concurrencyFlag is -c: connections open at once.
+func concurrencyFlag(name string, value int, usage string) *cli.IntFlag {
+	return &cli.IntFlag{Name: name, Aliases: []string{"c"}, Value: value, Usage: usage}
+}
+
+// countFlag is -n: connections in all.
+func countFlag(name string, value int, usage string) *cli.IntFlag {
+	return &cli.IntFlag{Name: name, Aliases: []string{"n"}, Value: value, Usage: usage}
+}
+
+// sizeFlag is -s: bytes per message.
+func sizeFlag(value int, usage string) *cli.IntFlag {
+	return &cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: value, Usage: usage}
+}
+
+// durationFlag is -d: how long the run lasts.
+func durationFlag(value time.Duration, usage string) *cli.DurationFlag {
+	return &cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: value, Usage: usage}
+}
+
+// allowRemoteFlag and sourcesFlag are made anew for every command: a cli
+// flag keeps the state of the run that parsed it, so one value shared by
+// two commands (or two parallel tests) is a data race.
+func allowRemoteFlag() *cli.BoolFlag {
+	return &cli.BoolFlag{Name: "allow-remote",
+		Usage: "allow a server that is not on this machine (by default only 127.0.0.0/8 and ::1)"}
+}
 
 // target reads the HOST PORT arguments. PORT may be a comma-separated list
 // when the tool can spread over several ports (hold).
@@ -71,9 +203,11 @@ func target(c *cli.Context, cmd string, manyPorts bool) (string, []int, error) {
 	return host, ports, nil
 }
 
-var sourcesFlag = &cli.StringFlag{Name: "sources",
-	Usage: "source addresses to connect from, as a range (127.0.0.1-127.0.0.8), a list (127.0.0.2,127.0.0.3) " +
-		"or a count (8 = 127.0.0.1 to 127.0.0.8); each gives ~28k more ephemeral ports"}
+func sourcesFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "sources",
+		Usage: "source addresses to connect from, as a range (127.0.0.1-127.0.0.8), a list (127.0.0.2,127.0.0.3) " +
+			"or a count (8 = 127.0.0.1 to 127.0.0.8); each gives ~28k more ephemeral ports"}
+}
 
 // parseSources turns --sources into addresses; empty means "let the kernel
 // choose" (nil).

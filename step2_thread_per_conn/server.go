@@ -12,10 +12,11 @@ import (
 	"concurrent-servers-go/internal/sock"
 )
 
-// serve is step 1's loop with one word changed: `go handle(...)`. The accept
-// loop no longer waits for a client to finish, so the next one is accepted
-// at once. The WaitGroup lets serve return only after every client's
-// goroutine has closed its connection, so stopping is clean.
+// serve is step 1's loop with two changes. handle runs on a goroutine of
+// its own (clients.Go), so the accept loop no longer waits for a client to
+// finish and the next one is accepted at once. And the clients WaitGroup
+// counts those goroutines: serve returns only after every one has closed
+// its connection, so stopping is clean.
 func serve(ctx context.Context, ln net.Listener, log *slog.Logger) {
 	var clients sync.WaitGroup
 	defer clients.Wait()

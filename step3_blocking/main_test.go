@@ -72,13 +72,25 @@ func TestSecondClientWaits(t *testing.T) {
 	}
 }
 
-// With --threads, clients no longer wait for each other.
+// With --threads, clients no longer wait for each other. An upper bound on
+// time is what a loaded machine can break (a sequential server cannot
+// break a lower one), so the best of three tries counts: a server that
+// serves one at a time needs about 3 sessions every time.
 func TestThreadsServeAllAtOnce(t *testing.T) {
 	srv := steptest.Start(t, pkg, "--threads")
-	rep := steptest.Sessions(t, srv.Addr, 3)
-	if r := steptest.Ratio(rep); r > 1.5 {
-		t.Fatalf("3 sessions took %v = %.2f sessions; a thread per client needs about 1", rep.Elapsed, r)
+	best := 0.0
+	for try := range 3 {
+		rep := steptest.Sessions(t, srv.Addr, 3)
+		r := steptest.Ratio(rep)
+		if r <= 1.5 {
+			return
+		}
+		if try == 0 || r < best {
+			best = r
+		}
+		t.Logf("try %d: 3 sessions took %v = %.2f sessions", try+1, rep.Elapsed, r)
 	}
+	t.Fatalf("3 sessions took at best %.2f sessions' time in 3 tries; a thread per client needs about 1", best)
 }
 
 var threadsLine = regexp.MustCompile(`msg="os threads" clients=(\d+) threads=(\d+)`)
@@ -140,6 +152,76 @@ func TestThreadsCostOneOSThreadEach(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("threads did not go back down after the clients left:\n%s", srv.Log())
+}
+
+// --threads caps the clients served at once (--max-clients), because each
+// holds an OS thread and the Go runtime aborts the whole process past 10000
+// threads. Scaled down to a cap of 3 and ten clients: the three under the
+// cap are served correctly, the seven past it are refused at once (closed
+// without a '*'), the burst is logged once, and the server lives on: once
+// the three leave, new clients are served, and the next burst is logged
+// once more.
+func TestMaxClientsRefusesPastTheCap(t *testing.T) {
+	const maxClients, n = 3, 10
+	srv := steptest.Start(t, pkg, "--threads", "--max-clients", strconv.Itoa(maxClients))
+	refusals := regexp.MustCompile(`msg="refusing clients: --max-clients reached" max=3`)
+	for burst := 1; burst <= 2; burst++ {
+		var held []net.Conn
+		for range maxClients {
+			held = append(held, steptest.DialAck(t, srv.Addr))
+		}
+		waitClients(t, srv, maxClients)
+		for range n - maxClients {
+			expectRefused(t, srv.Addr)
+		}
+		for _, c := range held {
+			if _, err := c.Write([]byte("^abc$")); err != nil {
+				t.Fatal(err)
+			}
+			steptest.Expect(t, c, "bcd")
+		}
+		if got := len(refusals.FindAllString(srv.Log(), -1)); got != burst {
+			t.Fatalf("after burst %d of %d refusals: %d refusal lines in the log, want %d (one per burst):\n%s",
+				burst, n-maxClients, got, burst, srv.Log())
+		}
+		for _, c := range held {
+			c.Close()
+		}
+		// The slots free up as the three threads end; the server logs
+		// the client count as it changes.
+		waitClients(t, srv, 0)
+	}
+	// After the bursts, new clients get whole sessions, every byte checked.
+	steptest.Sessions(t, srv.Addr, maxClients)
+}
+
+// expectRefused connects and expects the server to close the connection
+// at once, without sending its '*'.
+func expectRefused(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c); len(b) > 0 || err != nil {
+		t.Fatalf("a client past the cap got %q (%v); want the connection closed at once, with nothing sent", b, err)
+	}
+}
+
+// waitClients waits up to 10 s for the last client count the server logged
+// to be want. The server logs the count when it changes, so the caller must
+// wait for a count that differs from the one before it.
+func waitClients(t *testing.T, srv *steptest.Server, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		m := threadsLine.FindAllStringSubmatch(srv.Log(), -1)
+		if len(m) > 0 && m[len(m)-1][1] == strconv.Itoa(want) {
+			return
+		}
+	}
+	t.Fatalf("the server never logged clients=%d:\n%s", want, srv.Log())
 }
 
 // SIGTERM must stop the server within a second even while a thread is

@@ -20,6 +20,11 @@ const (
 	// over the cap we stop reading it until it drains, so its own socket
 	// buffers fill and the kernel makes it wait.
 	maxPending = 64 << 10
+	// maxAccepts caps the connections one sweep takes off the listener, as
+	// step 6 caps one wake-up. Taking one per sweep would make a burst of N
+	// clients cost N sweeps of up to N reads each; taking all that wait
+	// would let a flood of newcomers hold up the clients already here.
+	maxAccepts = 64
 )
 
 // conn is what the server must remember about a client between sweeps,
@@ -80,32 +85,55 @@ func (s *server) sweep() bool {
 	return busy
 }
 
-// accept tries accept(2) once on the non-blocking listener.
-func (s *server) accept() bool {
+// accept takes the clients waiting on the non-blocking listener, up to
+// maxAccepts, and reports whether there was any.
+func (s *server) accept() (busy bool) {
 	if time.Now().Before(s.acceptAt) {
 		return false // backing off after EMFILE
 	}
-	nfd, sa, err := sock.Accept(s.lfd) // EINTR is retried inside
-	switch {
-	case err == unix.EAGAIN:
-		return false // nobody is waiting: the answer a blocking accept sleeps on
-	case sock.AcceptAborted(err):
-		// The client reset while it waited in the queue (ECONNABORTED):
-		// that costs its connection only.
-		s.log.Info("accept: connection aborted", "err", os.NewSyscallError("accept", err))
-		return true
-	case err != nil:
-		// Out of fds (EMFILE): the connection stays queued, so trying
-		// again next sweep fails the same way. Stop asking for a while,
-		// longer each time, and say so once per burst.
-		d, first := s.backoff.Next()
-		if first {
-			s.log.Warn("accept: backing off", "for", d, "err", os.NewSyscallError("accept", err))
+	for range maxAccepts {
+		nfd, sa, err := sock.Accept(s.lfd) // EINTR is retried inside
+		switch {
+		case err == nil:
+			s.backoff.Reset()
+			s.add(nfd, sa)
+			busy = true
+		case err == unix.EAGAIN:
+			// The queue is empty: the answer a blocking accept sleeps on.
+			return busy
+		case sock.AcceptAborted(err):
+			// That client gave up while queued (ECONNABORTED): it costs
+			// its connection only, and the next one may be waiting.
+			s.log.Info("accept: connection aborted", "err", os.NewSyscallError("accept", err))
+			busy = true
+		case sock.OutOfResources(err):
+			// EMFILE/ENFILE/ENOBUFS/ENOMEM: the connection stays queued,
+			// so trying again next sweep fails the same way. Stop asking
+			// for a while, longer each time, and say so once per burst.
+			s.pause(err)
+			return busy
+		default:
+			// Anything else: we cannot act on it, so log and back off
+			// too. Asking again every sweep would spin on the error.
+			s.pause(err)
+			return busy
 		}
-		s.acceptAt = time.Now().Add(d)
-		return false
 	}
-	s.backoff.Reset()
+	return true // the cap, not EAGAIN, ended the batch: more may wait
+}
+
+// pause stops accepting until the back-off delay has passed, logging once
+// per burst of failures.
+func (s *server) pause(err error) {
+	d, first := s.backoff.Next()
+	if first {
+		s.log.Warn("accept: backing off", "for", d, "err", os.NewSyscallError("accept", err))
+	}
+	s.acceptAt = time.Now().Add(d)
+}
+
+// add sets up a connection accept returned.
+func (s *server) add(nfd int, sa unix.Sockaddr) {
 	peer := sock.AddrPort(sa).String()
 	// accept(2) does not pass O_NONBLOCK on to the new fd (accept4 could,
 	// but macOS lacks it), nor close-on-exec: set both.
@@ -113,12 +141,11 @@ func (s *server) accept() bool {
 	if err := unix.SetNonblock(nfd, true); err != nil {
 		s.log.Warn("fcntl O_NONBLOCK", "peer", peer, "err", err)
 		unix.Close(nfd)
-		return true
+		return
 	}
 	s.log.Debug("peer connected", "peer", peer, "fd", nfd)
 	// The ack is just the first byte owed: it goes out with the rest.
 	s.conns[nfd] = &conn{fd: nfd, peer: peer, out: []byte{protocol.Ack}}
-	return true
 }
 
 // handle asks one client for input, then hands the kernel whatever we owe

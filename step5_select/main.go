@@ -34,19 +34,15 @@ func main() {
 			if err := unix.SetNonblock(lfd, true); err != nil {
 				return os.NewSyscallError("fcntl O_NONBLOCK", err)
 			}
-			// A goroutine asleep in select() does not notice that ctx
-			// ended: it must be woken through an fd it watches. The
-			// self-pipe trick: watch a pipe's read end, write a byte to
-			// its other end on SIGINT or SIGTERM.
-			var wake [2]int
-			if err := unix.Pipe(wake[:]); err != nil {
-				return os.NewSyscallError("pipe", err)
+			// select sleeps until an fd it watches is ready, so stopping
+			// needs one more fd that ctx makes readable.
+			wakefd, stop, err := wakeOnDone(ctx)
+			if err != nil {
+				return err
 			}
-			defer unix.Close(wake[0])
-			defer unix.Close(wake[1])
-			context.AfterFunc(ctx, func() { unix.Write(wake[1], []byte{0}) })
+			defer stop()
 			env.Listening(addr.String())
-			s := &server{lfd: lfd, wakefd: wake[0], log: env.Log,
+			s := &server{lfd: lfd, wakefd: wakefd, log: env.Log,
 				conns: map[int]*conn{}, buf: make([]byte, bufSize)}
 			return s.serve()
 		},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"time"
@@ -27,8 +28,8 @@ const (
 // or above it; in C, FD_SET(1024, &set) silently writes past the end.
 const fdSetSize = int(unsafe.Sizeof(unix.FdSet{})) * 8
 
-// conn is what the server must remember about a client between calls to
-// select, since no thread sits in a call on its behalf: its fd, its place
+// conn is what the server must remember about a client between two
+// wake-ups, since no thread sits in a call on its behalf: its fd, its place
 // in the protocol, and the answer bytes the kernel has not taken yet.
 type conn struct {
 	fd   int
@@ -38,14 +39,14 @@ type conn struct {
 	eof  bool   // the client shut its write side: close once out is empty
 }
 
-// wantRead says whether to ask select about input from c: not after the
+// wantRead says whether to ask the kernel about input from c: not after the
 // client's end of stream, and not while it owes too much (backpressure).
 func (c *conn) wantRead() bool { return !c.eof && len(c.out) < maxPending }
 
 // server is one goroutine's view of every fd it watches.
 type server struct {
 	lfd    int
-	wakefd int // read end of the self-pipe: readable once we must stop
+	wakefd int // readable once we must stop (see wakeOnDone)
 	log    *slog.Logger
 	conns  map[int]*conn
 	buf    []byte // one read buffer, shared: we read one fd at a time
@@ -113,26 +114,27 @@ func (s *server) serve() error {
 	}
 }
 
-// accept takes one client that select says is waiting.
+// accept takes one client that the kernel says is waiting.
 func (s *server) accept() {
 	nfd, sa, err := sock.Accept(s.lfd) // EINTR is retried inside
 	switch {
+	case err == nil:
 	case err == unix.EAGAIN:
-		return // the client left the queue between select and accept
+		return // the queue is empty: the client left it between select and accept
 	case sock.AcceptAborted(err):
-		// The client reset while it waited in the queue (ECONNABORTED):
-		// that costs its connection only.
+		// That client gave up while queued (ECONNABORTED): it costs its
+		// connection only, and the next may be waiting.
 		s.log.Info("accept: connection aborted", "err", os.NewSyscallError("accept", err))
 		return
-	case err != nil:
-		// Out of fds (EMFILE): the connection stays queued and the
-		// listener stays readable. Stop watching it for a while, longer
-		// each time, and say so once per burst.
-		d, first := s.backoff.Next()
-		if first {
-			s.log.Warn("accept: backing off", "for", d, "err", os.NewSyscallError("accept", err))
-		}
-		s.acceptAt = time.Now().Add(d)
+	case sock.OutOfResources(err):
+		// EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued
+		// and the listener stays readable until some fd is freed.
+		s.pause(err)
+		return
+	default:
+		// Anything else: we cannot tell whether it will pass, so back
+		// off too rather than spin on it.
+		s.pause(err)
 		return
 	}
 	s.backoff.Reset()
@@ -159,10 +161,23 @@ func (s *server) accept() {
 	s.conns[nfd] = &conn{fd: nfd, peer: peer, out: []byte{protocol.Ack}}
 }
 
-// handle reads from a client that select says is readable, then hands the
-// kernel whatever we owe it, at once rather than waiting for select to say
-// writable: usually the kernel takes it all and the write set stays empty.
-// A short write leaves the rest in out, and out puts fd in the write set.
+// pause leaves the listener out for a while, longer each time, and says so
+// once per burst. Its connection is still queued, so the listener stays
+// readable: left in, it would be reported at once, again and again, and
+// the loop would spin. Queued clients wait (their connect has succeeded)
+// and are served once fds are freed.
+func (s *server) pause(err error) {
+	d, first := s.backoff.Next()
+	if first {
+		s.log.Warn("accept failed, pausing the listener", "err", os.NewSyscallError("accept", err), "retry", d)
+	}
+	s.acceptAt = time.Now().Add(d)
+}
+
+// handle reads from a client that the kernel says is readable, then hands
+// it whatever we owe, at once rather than waiting to hear that it is
+// writable: usually the kernel takes it all and we never ask. A short
+// write leaves the rest in out, and out makes us ask for writability.
 func (s *server) handle(c *conn, readable bool) {
 	if readable {
 		n, err := sock.Read(c.fd, s.buf)
@@ -212,7 +227,7 @@ func (s *server) drop(c *conn, err error) {
 }
 
 // closeAll closes every connection when the server stops, and logs what the
-// loop cost in CPU time, to compare with step 4's sweeps.
+// loop cost in CPU time, to compare with the step before.
 func (s *server) closeAll() {
 	for _, c := range s.conns {
 		s.drop(c, nil)
@@ -222,4 +237,37 @@ func (s *server) closeAll() {
 		s.log.Info("cpu time", "user", time.Duration(ru.Utime.Nano()), "sys", time.Duration(ru.Stime.Nano()),
 			"selects", s.selects)
 	}
+}
+
+// wakeOnDone returns an fd that becomes readable once ctx ends, and a stop
+// that closes it. The loop sleeps in the kernel until an fd it watches is
+// ready, and a signal is no help: Go's runtime takes SIGINT on whichever
+// thread it lands on, and an EINTR that does reach the loop only means
+// "ask again". So the loop must be woken through an fd it watches.
+// The self-pipe trick: watch a pipe's read end, write a byte into its
+// other end.
+func wakeOnDone(ctx context.Context) (rfd int, stop func(), err error) {
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		return -1, nil, os.NewSyscallError("pipe", err)
+	}
+	// Close-on-exec like every other fd here, so that a child process
+	// never holds a copy. (pipe2 would set it in the same call, but macOS
+	// lacks it.)
+	unix.CloseOnExec(p[0])
+	unix.CloseOnExec(p[1])
+	done := make(chan struct{})
+	cancel := context.AfterFunc(ctx, func() {
+		unix.Write(p[1], []byte{0})
+		close(done)
+	})
+	return p[0], func() {
+		// If the write has started, let it finish: closing first would
+		// let it land on whatever file takes that fd number next.
+		if !cancel() {
+			<-done
+		}
+		unix.Close(p[0])
+		unix.Close(p[1])
+	}, nil
 }

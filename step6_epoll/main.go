@@ -1,7 +1,7 @@
-// Step 6: an event loop on raw epoll. The kernel keeps the set of sockets we
-// are interested in and hands back only the ones that are ready, so one
-// thread serves ten thousand mostly idle clients without looking at each of
-// them on every turn, as select() had to. Linux only.
+// Step 6: an event loop on raw epoll. Step 5's loop, but the kernel keeps the
+// set of fds we are interested in and hands back only the ones that are
+// ready, so one goroutine serves ten thousand mostly idle clients without
+// looking at each of them on every turn, as select() had to. Linux only.
 //
 //	go run ./step6_epoll                          # level-triggered, one loop, 127.0.0.1:8080
 //	go run ./step6_epoll --edge --loops 2         # edge-triggered, two loops
@@ -16,8 +16,10 @@ import (
 	"concurrent-servers-go/internal/app"
 )
 
-// config is what the step's own flags choose.
+// config is what the server needs from the command line.
 type config struct {
+	host  string
+	port  int
 	edge  bool // register sockets with EPOLLET instead of level-triggered
 	loops int  // event loops, each with its own epoll and listener
 }
@@ -25,6 +27,7 @@ type config struct {
 func main() {
 	app.Main(app.Server{
 		Name:  "step6_epoll",
+		Group: true, // --procs: a prefork group sharing the port (internal/app/group.go)
 		Usage: "serve every client from epoll event loops (Linux)",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "edge",
@@ -33,11 +36,12 @@ func main() {
 				Usage: "event loops, one goroutine and one epoll each; connections are spread by SO_REUSEPORT"},
 		},
 		Run: func(ctx context.Context, env *app.Env) error {
-			cfg := config{edge: env.CLI.Bool("edge"), loops: env.CLI.Int("loops")}
+			cfg := config{host: env.Host, port: env.Port,
+				edge: env.CLI.Bool("edge"), loops: env.CLI.Int("loops")}
 			if cfg.loops < 1 || cfg.loops > 1024 {
 				return cli.Exit("step6_epoll: --loops must be between 1 and 1024 (see --help)", 2)
 			}
-			return serve(ctx, env, cfg)
+			return run(ctx, cfg, env.Log, env.Listening)
 		},
 	})
 }

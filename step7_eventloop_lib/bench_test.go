@@ -1,5 +1,3 @@
-//go:build linux
-
 package main
 
 import (
@@ -69,6 +67,7 @@ type benchResult struct {
 // 100 and 1000 connections, one message in flight per connection or 16
 // (pipelined). Every answer byte is verified by the client.
 func BenchmarkEcho(b *testing.B) {
+	steptest.NeedsLinux(b, "taskset(1) pins the servers and the client")
 	client := steptest.Build(b, "concurrent-servers-go/client")
 	for _, conns := range []int{100, 1000} {
 		for _, pipe := range []int{1, 16} {
@@ -115,6 +114,7 @@ func BenchmarkEcho(b *testing.B) {
 // socket buffers are not in RSS: this is what the server itself keeps.
 func BenchmarkIdleMemory(b *testing.B) {
 	const n = 10000
+	steptest.NeedsLinux(b, "taskset(1) and /proc/PID/status")
 	if _, err := sock.RaiseNofile(); err != nil {
 		b.Skipf("open-file limit: %v", err)
 	}

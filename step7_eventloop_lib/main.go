@@ -1,7 +1,7 @@
 // Step 7: an event-loop library. Step 6's epoll loop moves into a package,
 // evloop, and the server shrinks to four callbacks: what to send when a
 // client connects, what to do with bytes that arrive, and so on. The library
-// runs one loop per core, each with its own epoll and SO_REUSEPORT listener,
+// runs one loop per core, each with its own poller and SO_REUSEPORT listener,
 // owns every buffer, and offers a worker pool for work too slow for a loop.
 //
 //	go run ./step7_eventloop_lib          # listens on 127.0.0.1:8080
@@ -25,10 +25,16 @@ import (
 func main() {
 	app.Main(app.Server{
 		Name:  "step7_eventloop_lib",
+		Group: true, // --procs: a prefork group sharing the port (internal/app/group.go)
 		Usage: "serve every client from a few event loops, through a callback library",
 		Flags: []cli.Flag{
+			// --loops N: N goroutines, each with its own epoll (Linux) or
+			// kqueue (macOS, FreeBSD). On Linux and FreeBSD each loop has
+			// its own listener and the kernel spreads connections over
+			// them (SO_REUSEPORT, SO_REUSEPORT_LB); macOS cannot, so its
+			// loops share one listener and race to accept.
 			&cli.IntFlag{Name: "loops", Value: runtime.NumCPU(),
-				Usage: "event loops, each with its own epoll and listener"},
+				Usage: "event loops, each with its own epoll or kqueue"},
 			&cli.DurationFlag{Name: "idle-timeout",
 				Usage: "close connections silent for this long (0: never)"},
 			&cli.StringFlag{Name: "cpuprofile",
@@ -49,7 +55,7 @@ func main() {
 				}
 				defer stop()
 			}
-			s := &server{env: env}
+			s := &server{log: env.Log, listening: env.Listening}
 			err := evloop.Run(ctx, s, env.Host, env.Port,
 				evloop.WithLoops(loops), evloop.WithIdleTimeout(idle),
 				evloop.WithStopTimeout(500*time.Millisecond), evloop.WithLogger(env.Log))

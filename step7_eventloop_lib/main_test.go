@@ -1,5 +1,3 @@
-//go:build linux
-
 package main
 
 import (
@@ -102,9 +100,10 @@ func TestBadPeersCostNothingElse(t *testing.T) {
 
 // Out of file descriptors (RLIMIT_NOFILE 32, set by prlimit): the clients
 // past the limit wait in the accept queue. The library logs EMFILE once per
-// burst, takes the listener out of epoll for the back-off instead of
+// burst, takes the listener out of its poller for the back-off instead of
 // spinning on it, and serves the waiting clients once fds come back.
 func TestEMFILE(t *testing.T) {
+	steptest.NeedsLinux(t, "prlimit(1) and /proc/PID/stat")
 	srv := steptest.StartCmd(t, exec.Command("prlimit", "--nofile=32",
 		steptest.Build(t, "concurrent-servers-go/step7_eventloop_lib"), "--port", "0"))
 	var held []net.Conn

@@ -65,7 +65,9 @@ func (r *BenchResult) MsgsPerSec() float64 { return float64(r.Msgs) / r.Window.S
 // answers to messages still in flight.
 const drainGrace = 3 * time.Second
 
-// Bench runs the echo benchmark. It fails as a whole only when no
+// Bench runs the echo benchmark in four phases: connect every connection,
+// start them all, sample the CPU figures at the window's edges while they
+// run, and collect what each one counted. It fails as a whole only when no
 // connection could be set up; otherwise problems are counted in Errors.
 func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	if o.Conns < 1 || o.Size < 1 || o.Pipeline < 1 || o.Duration <= 0 || o.Warmup < 0 || o.Rate < 0 {
@@ -75,6 +77,29 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		o.ConnectTimeout = 5 * time.Second
 	}
 	res := &BenchResult{}
+	conns := connectAll(ctx, o, &res.Errors)
+	res.Conns = len(conns)
+	if len(conns) == 0 {
+		if res.Errors.AllRefused() {
+			return res, fmt.Errorf("connection refused: is a server listening on %s?", o.Addr)
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, fmt.Errorf("no connection to %s: %v", o.Addr, res.Errors.Lines())
+	}
+	t := timeline{start: time.Now(), measure: o.Warmup, end: o.Warmup + o.Duration}
+	var wg sync.WaitGroup
+	startAll(ctx, &wg, o, &t, conns)
+	sample(ctx, o, &t, conns, res)
+	wg.Wait()
+	collect(ctx, o, &t, conns, res)
+	return res, nil
+}
+
+// connectAll opens o.Conns connections, each past its '*' and its first
+// '^', and counts in errs the ones that failed.
+func connectAll(ctx context.Context, o BenchOptions, errs *Errors) []*benchConn {
 	conns := make([]*benchConn, 0, o.Conns)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -103,7 +128,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 				if conn != nil {
 					conn.Close()
 				}
-				res.Errors.add(err)
+				errs.add(err)
 				return
 			}
 			conns = append(conns, newBenchConn(conn, o.Size, o.Pipeline))
@@ -113,23 +138,16 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		}
 	}
 	wg.Wait()
-	res.Conns = len(conns)
-	if len(conns) == 0 {
-		if res.Errors.AllRefused() {
-			return res, fmt.Errorf("connection refused: is a server listening on %s?", o.Addr)
-		}
-		if ctx.Err() != nil {
-			return res, ctx.Err()
-		}
-		return res, fmt.Errorf("no connection to %s: %v", o.Addr, res.Errors.Lines())
-	}
+	return conns
+}
 
-	start := time.Now()
-	t := timeline{start: start, measure: o.Warmup, end: o.Warmup + o.Duration}
+// startAll starts every connection's loop on its own goroutine, counted in
+// wg: closed (run) or open (runOpen) as o.Rate says.
+func startAll(ctx context.Context, wg *sync.WaitGroup, o BenchOptions, t *timeline, conns []*benchConn) {
 	for i, c := range conns {
 		// One deadline for the whole run bounds every read and write,
 		// without the cost of setting one per message.
-		c.deadline = start.Add(t.end + drainGrace)
+		c.deadline = t.start.Add(t.end + drainGrace)
 		c.conn.SetDeadline(c.deadline)
 		stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
 		wg.Go(func() {
@@ -137,24 +155,28 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			if o.Rate > 0 {
 				// Spread the connections' schedules over one interval, so
 				// they do not all fire at the same instant.
-				c.runOpen(&t, o.Rate, time.Duration(float64(i)/float64(len(conns))*1e9/o.Rate))
+				c.runOpen(t, o.Rate, time.Duration(float64(i)/float64(len(conns))*1e9/o.Rate))
 			} else {
-				c.run(&t)
+				c.run(t)
 			}
 		})
 	}
+}
 
-	// Sample CPU use at the window's edges, and report progress.
+// sample wakes ten times a second until the window ends (or ctx does):
+// it takes this process's and the server's CPU times at the window's two
+// edges, and reports progress.
+func sample(ctx context.Context, o BenchOptions, t *timeline, conns []*benchConn, res *BenchResult) {
 	var u0, s0, srv0, el0 time.Duration
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	measuring, done := false, false
-	for !done && ctx.Err() == nil {
+	measuring := false
+	for ctx.Err() == nil {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
 		}
-		el := time.Since(start)
+		el := time.Since(t.start)
 		if !measuring && el >= t.measure {
 			measuring, el0 = true, el
 			u0, s0, _ = procstat.Rusage()
@@ -162,7 +184,8 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 				srv0, _ = procstat.CPU(o.ServerPID)
 			}
 		}
-		if el >= t.end {
+		done := el >= t.end
+		if done {
 			u1, s1, _ := procstat.Rusage()
 			res.CPUUser, res.CPUSys, res.CPUWall = u1-u0, s1-s0, el-el0
 			if o.ServerPID > 0 {
@@ -170,7 +193,6 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 					res.Server, res.ServerOK = srv1-srv0, true
 				}
 			}
-			done = true
 		}
 		if o.Progress != nil {
 			var n uint64
@@ -179,11 +201,18 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			}
 			o.Progress(el, n)
 		}
+		if done {
+			return
+		}
 	}
-	wg.Wait()
+}
+
+// collect adds up what the connections counted, once they have all
+// stopped, and closes them.
+func collect(ctx context.Context, o BenchOptions, t *timeline, conns []*benchConn, res *BenchResult) {
 	res.Window = o.Duration
 	if ctx.Err() != nil {
-		res.Window = max(time.Since(start)-o.Warmup, time.Millisecond)
+		res.Window = max(time.Since(t.start)-o.Warmup, time.Millisecond)
 	}
 	for _, c := range conns {
 		res.Msgs += c.msgs
@@ -197,7 +226,6 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		}
 		c.conn.Close()
 	}
-	return res, nil
 }
 
 // timeline is the run's schedule, as offsets from start on the monotonic

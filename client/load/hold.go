@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strconv"
 	"sync"
@@ -24,6 +25,17 @@ type HoldOptions struct {
 	// client a one-second retransmit.
 	Dialing        int
 	ConnectTimeout time.Duration // connect plus the '*'
+	// KeepAlive is the TCP keepalive idle time and probe interval of every
+	// held connection; 0 turns keepalive off. Go's net.Dialer turns it on
+	// by default (15 s idle, 15 s between probes), and that default is
+	// what stops a million-connection run: a million connections send
+	// 66,000 probes a second, plus as many ACKs, through loopback's
+	// per-CPU backlog of 1000 packets (net.core.netdev_max_backlog). The
+	// backlog overflows, probes and their ACKs are dropped, and after nine
+	// unanswered probes the kernel aborts the connection
+	// (TcpExtTCPAbortOnTimeout). An idle held connection needs no probe:
+	// the tool itself checks at the end that each one is still open.
+	KeepAlive time.Duration
 }
 
 // Held is the connections a Hold opened, kept open until Close.
@@ -70,6 +82,11 @@ func Hold(ctx context.Context, o HoldOptions, progress func(connected, failed in
 		wg.Go(func() {
 			defer func() { <-slots }()
 			conn, err := dialAck(ctx, local, addr, o.ConnectTimeout)
+			if err == nil {
+				if err = setKeepAlive(conn, o.KeepAlive); err != nil {
+					conn.Close()
+				}
+			}
 			mu.Lock()
 			if err != nil {
 				h.Errors.add(err)
@@ -117,4 +134,24 @@ func (h *Held) Open() (open int) {
 		}
 	}
 	return open
+}
+
+// setKeepAlive sets SO_KEEPALIVE on conn, and with it the idle time and
+// the interval between probes (TCP_KEEPIDLE, TCP_KEEPINTVL), to d; d == 0
+// turns keepalive off (setsockopt SO_KEEPALIVE 0). The dialer has already
+// turned it on with Go's defaults; no probe goes out before the first
+// 15 s of idleness, so switching it off after the '*' is in time.
+func setKeepAlive(conn net.Conn, d time.Duration) error {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	cfg := net.KeepAliveConfig{Enable: d > 0}
+	if d > 0 {
+		cfg.Idle, cfg.Interval, cfg.Count = d, d, 9
+	}
+	if err := tc.SetKeepAliveConfig(cfg); err != nil {
+		return fmt.Errorf("setsockopt SO_KEEPALIVE: %w", err)
+	}
+	return nil
 }

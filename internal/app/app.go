@@ -1,5 +1,5 @@
-// Package app is the command-line shell every server step shares: the flags
-// of DEVELOPERS.md (--host, --port or a positional PORT as the original C
+// Package app is the command-line shell every server step shares: the same
+// flags everywhere (--host, --port or a positional PORT as the original C
 // servers take it, --log-level), a slog logger, the open-file limit raised,
 // and a context that ends on SIGINT or SIGTERM. A step's main.go only says
 // what its own model needs; none of this is the lesson.
@@ -31,6 +31,9 @@ type Server struct {
 	Name  string     // the command name, such as "step1_sequential"
 	Usage string     // one line naming the model
 	Flags []cli.Flag // the step's own flags, beside the common ones
+	// Group adds --procs: run as a prefork group of processes sharing the
+	// port (group.go).
+	Group bool
 	// Run serves until ctx ends (SIGINT or SIGTERM), then closes what it
 	// opened and returns nil. An error it returns is fatal: exit status 1.
 	Run func(ctx context.Context, env *Env) error
@@ -64,6 +67,10 @@ func Main(s Server) {
 
 func run(s Server, args []string, stderr io.Writer) int {
 	code := 0
+	flags := s.Flags
+	if s.Group {
+		flags = append([]cli.Flag{procsFlag()}, flags...)
+	}
 	a := &cli.App{
 		Name:      s.Name,
 		Usage:     s.Usage,
@@ -72,14 +79,14 @@ func run(s Server, args []string, stderr io.Writer) int {
 		ErrWriter: stderr,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "host", Value: "127.0.0.1",
-				Usage: "address to listen on; 127.0.0.1 keeps the server private to this machine, 0.0.0.0 exposes it"},
+				Usage: "the one address to listen on, bound exactly: 127.0.0.1 keeps the server private to this machine, 0.0.0.0 is every IPv4 interface, :: every IPv6 one (never both); '' is refused"},
 			&cli.IntFlag{Name: "port", Value: DefaultPort,
 				Usage: "port to listen on; 0 picks a free one and logs it"},
 			&cli.StringFlag{Name: "log-level", Value: "info",
 				Usage: "debug logs every connection; info, warn or error log less"},
 			&cli.BoolFlag{Name: "stats",
 				Usage: "print once a second: open connections, OS threads, goroutines, RSS and CPU (stats.go)"},
-		}, s.Flags...),
+		}, flags...),
 		HideHelpCommand: true,
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError(s.Name, err)
@@ -113,6 +120,20 @@ func run(s Server, args []string, stderr io.Writer) int {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			context.AfterFunc(ctx, stop)
+			if s.Group {
+				if index, port, ok := groupChild(); ok {
+					env.Port = port
+					ctx = joinGroup(ctx, index)
+				} else if procs := c.Int("procs"); procs < 1 || procs > maxProcs {
+					return usageError(s.Name, errGroupProcs)
+				} else if procs > 1 {
+					if err := runGroup(ctx, s.Name, env, args[1:], stderr, procs); err != nil {
+						return cli.Exit(fmt.Sprintf("%s: %v", s.Name, err), 1)
+					}
+					env.Log.Info("stopped")
+					return nil
+				}
+			}
 			// The runtime creates its own epoll fd lazily, with the first
 			// timer or network call. A raw-fd server whose first timer is
 			// its EMFILE back-off would ask for that fd exactly when none
@@ -159,10 +180,16 @@ func newEnv(name string, c *cli.Context, stderr io.Writer) (*Env, error) {
 	if port < 0 || port > 65535 {
 		return nil, usageError(name, fmt.Errorf("port %d out of range 0-65535", port))
 	}
+	// An empty --host (an unset shell variable, say) would mean "every
+	// interface" to some APIs: refuse it like any other bad flag.
+	host := strings.TrimSpace(c.String("host"))
+	if host == "" {
+		return nil, usageError(name, errors.New("--host is empty: give an address such as :: (IPv6), 0.0.0.0 (IPv4) or 127.0.0.1 (this machine only)"))
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return nil, usageError(name, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level")))
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return &Env{Host: strings.TrimSpace(c.String("host")), Port: port, Log: log, CLI: c}, nil
+	return &Env{Host: host, Port: port, Log: log, CLI: c}, nil
 }

@@ -99,7 +99,7 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-// The examples of PROTOCOL.md, with the answers it gives. The first three
+// The examples of docs/protocol.md, with the answers it gives. The first three
 // run on one connection, each answer read before the next line is sent:
 // answers are streamed, never held until a message ends ("xyz^123" is
 // answered while the message is still open).
@@ -126,7 +126,7 @@ func testExamples(t *testing.T, r row, srv *steptest.Server) {
 	}
 	for _, ex := range examples[3:] {
 		if got := string(answer([]byte(ex.send))); got != ex.want {
-			t.Fatalf("the reference machine answers %q with %q, PROTOCOL.md says %q", ex.send, got, ex.want)
+			t.Fatalf("the reference machine answers %q with %q, docs/protocol.md says %q", ex.send, got, ex.want)
 		}
 		exchange(t, srv.Addr, []byte(ex.send))
 	}

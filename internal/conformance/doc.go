@@ -1,5 +1,5 @@
 // Package conformance holds every step's server to one contract, with one
-// table-driven suite: the protocol (PROTOCOL.md) on every kind of input, and
+// table-driven suite: the protocol (docs/protocol.md) on every kind of input, and
 // the robustness rules every server follows (a reset, garbage, a half-close,
 // a slow reader, SIGTERM, running out of file descriptors). It has no code
 // of its own, only tests; they are Linux-only, because they look at the
@@ -60,7 +60,7 @@
 //
 // # Cases
 //
-//   - examples: every example of PROTOCOL.md, the first three on one
+//   - examples: every example of docs/protocol.md, the first three on one
 //     connection with each answer read before the next line is sent (answers
 //     are streamed, not held until a message ends).
 //   - byte-by-byte: the examples, one write per byte.
@@ -119,6 +119,17 @@
 // stops a server). On the 2-core machine this was written on, busy with
 // other builds (load average 8 to 25), the suite took about 30-35 s, and
 // about 60 s with -race, with all eleven rows.
+//
+// TestHostExact and TestHostEmpty (host_test.go) hold every step to the
+// address it is given: with --host 0.0.0.0 a connection to [::1] is
+// refused, with --host :: one to 127.0.0.1 is (no dual-stack socket), and
+// an empty --host is one line and exit status 2, never "every interface".
+//
+// TestAcceptBurst (burst_test.go) connects 3,000 clients at once to step 6
+// and to step 4, three times each, interleaved, and requires step 4's
+// median time until the last '*' to be within 5x of step 6's: polling
+// costs a read per fd per sweep, but accepting one client per sweep would
+// make a burst cost O(N²) reads. -short skips it.
 //
 // FuzzLive (fuzz_test.go) sends fuzzed byte streams in fuzzed chunks to
 // live step6 (three modes), step7 and gnet servers and compares the answers

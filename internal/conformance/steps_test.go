@@ -77,7 +77,7 @@ var rows = []row{
 	{name: "step7-gnet", dir: "step7_eventloop_lib/gnetserver", acceptors: runtime.NumCPU(),
 		concurrent: true,
 		slowNote: "gnet v2 buffers a connection's outbound data without a cap and keeps reading its input " +
-			"(the library's best-known weakness, see STYLE.md), so the reference server's memory follows the flood",
+			"(the library's best-known weakness), so the reference server's memory follows the flood",
 		emfileDies: "gnet v2.9.7 treats any accept error but EINTR, EAGAIN, ECONNRESET and ECONNABORTED as fatal " +
 			"and shuts the whole engine down (acceptor_unix.go); gnetserver then exits 1 with one clear line"},
 }

@@ -3,7 +3,8 @@
 // repository differs only in *how* it gets bytes to and from a socket; what it
 // does with them lives here, once, so the steps cannot drift apart.
 //
-// The rules (see PROTOCOL.md in the shared folder):
+// The rules (docs/protocol.md has them in full, with examples and the
+// classic client session):
 //
 //   - On accept the server sends Ack ('*') before anything else.
 //   - A connection starts in WaitForMsg, where every byte is ignored except

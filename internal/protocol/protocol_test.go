@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// The examples of PROTOCOL.md, fed in order through one connection's machine,
+// The examples of docs/protocol.md, fed in order through one connection's machine,
 // since the third continues the state the second left behind.
 func TestProtocolExamples(t *testing.T) {
 	type step struct{ in, want string }

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,8 +28,12 @@ import (
 const Backlog = 4096
 
 // ResolveTCP turns a --host and --port pair into an address. Names such as
-// "localhost" are looked up; the first address found wins.
+// "localhost" are looked up; the first address found wins. An empty host is
+// refused rather than read as "every interface": say 0.0.0.0 or ::.
 func ResolveTCP(host string, port int) (netip.AddrPort, error) {
+	if host == "" {
+		return netip.AddrPort{}, errors.New("empty host: give an address such as 127.0.0.1, 0.0.0.0 (every IPv4 interface) or :: (every IPv6 one)")
+	}
 	if port < 0 || port > 65535 {
 		return netip.AddrPort{}, fmt.Errorf("port %d out of range 0-65535", port)
 	}
@@ -48,20 +51,56 @@ func ResolveTCP(host string, port int) (netip.AddrPort, error) {
 // Listen opens a listening socket through package net, for the steps that use
 // Go's own networking (steps 1 and 2). Go already sets SO_REUSEADDR on
 // listeners and asks for somaxconn as the backlog.
+//
+// The network is "tcp4" or "tcp6", chosen from the resolved address, never
+// plain "tcp": given 0.0.0.0, "tcp" opens an IPv6 socket that also takes
+// IPv4 (dual-stack [::]), so a server asked for every IPv4 interface would
+// answer on every IPv6 one too. "tcp6" sets IPV6_V6ONLY, as ListenFD does.
 func Listen(host string, port int) (net.Listener, error) {
-	return net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	ap, err := ResolveTCP(host, port)
+	if err != nil {
+		return nil, err
+	}
+	network := "tcp4"
+	if ap.Addr().Is6() {
+		network = "tcp6"
+	}
+	ln, err := net.ListenTCP(network, net.TCPAddrFromAddrPort(ap))
+	if err != nil {
+		return nil, err
+	}
+	return ln, nil
 }
 
 // ListenFD creates a raw, blocking listening socket: socket, setsockopt,
 // bind, listen, the four calls package net hides. It returns the fd and the
 // address actually bound, which tells the caller the port when it asked for 0.
 func ListenFD(host string, port int) (int, netip.AddrPort, error) {
+	if inGroup {
+		return ListenFDReusePort(host, port, false)
+	}
 	return listenFD(host, port, false)
 }
 
-// ListenFDReusePort is ListenFD with SO_REUSEPORT set, so that several
-// sockets, one per event loop, can bind the same address and the kernel
-// spreads incoming connections across them.
+// inGroup and joinGroup say that this process is one of a prefork group of
+// server processes sharing one port (internal/app's --procs), and whether
+// it joins a port the group's first process already holds.
+var inGroup, joinGroup bool
+
+// JoinGroup makes every listener this process opens from now on a member
+// of a group sharing its port with SO_REUSEPORT, ListenFD's too; join says
+// that another process of the group listens there already, so the check
+// against an accidental second server is skipped. Call it before the
+// server opens its first listener.
+func JoinGroup(join bool) {
+	inGroup, joinGroup = true, join
+}
+
+// ListenFDReusePort is ListenFD with SO_REUSEPORT set (SO_REUSEPORT_LB on
+// FreeBSD), so that several sockets, one per event loop, can bind the same
+// address and the kernel spreads incoming connections across them. Where
+// it does not spread them (macOS: ReusePortSpreads is false), it still
+// binds, and the caller shares one listener instead.
 //
 // SO_REUSEPORT alone cannot tell a deliberate group from an accident: the
 // kernel lets any socket of the same user that also sets it join, so the
@@ -73,7 +112,7 @@ func ListenFD(host string, port int) (int, netip.AddrPort, error) {
 // listener is now there by design. A server started twice thus fails on
 // its first listener, with EADDRINUSE naming the address.
 func ListenFDReusePort(host string, port int, join bool) (int, netip.AddrPort, error) {
-	if !join {
+	if !join && !joinGroup {
 		ap, err := probeFree(host, port)
 		if err != nil {
 			return -1, netip.AddrPort{}, err
@@ -131,9 +170,19 @@ func listenFD(host string, port int, reusePort bool) (int, netip.AddrPort, error
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return fail("setsockopt SO_REUSEADDR", err)
 	}
+	// IPV6_V6ONLY: bind exactly the address asked for. Linux's default
+	// (net.ipv6.bindv6only = 0) lets an IPv6 socket on :: take IPv4
+	// connections too, so --host :: would also answer on 0.0.0.0.
+	if domain == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return fail("setsockopt IPV6_V6ONLY", err)
+		}
+	}
 	if reusePort {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-			return fail("setsockopt SO_REUSEPORT", err)
+		// reusePortOpt is SO_REUSEPORT, or SO_REUSEPORT_LB on FreeBSD:
+		// see the reuseport_*.go files for what each system does with it.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, reusePortOpt, 1); err != nil {
+			return fail("setsockopt "+reusePortName, err)
 		}
 	}
 	if err := unix.Bind(fd, Sockaddr(ap)); err != nil {

@@ -3,6 +3,7 @@ package sock
 import (
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +143,53 @@ func TestListenFDReusePortRefusesBusyPort(t *testing.T) {
 	}
 	if !errors.Is(err, unix.EADDRINUSE) || !strings.Contains(err.Error(), ap.String()) {
 		t.Fatalf("got %v, want EADDRINUSE naming %v", err, ap)
+	}
+}
+
+func TestResolveEmptyHost(t *testing.T) {
+	if ap, err := ResolveTCP("", 8080); err == nil {
+		t.Fatalf("empty host resolved to %v; want an error", ap)
+	}
+}
+
+// Each listener takes only the family it was given: 0.0.0.0 is not [::],
+// and :: is not 0.0.0.0, whatever net.ipv6.bindv6only says.
+func TestListenExactFamily(t *testing.T) {
+	if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here (%v)", err)
+	} else {
+		ln.Close()
+	}
+	refused := func(host, addr string) {
+		t.Helper()
+		if c, err := net.DialTimeout("tcp", addr, 5*time.Second); err == nil {
+			c.Close()
+			t.Errorf("listening on %s, a connection to %s was accepted", host, addr)
+		}
+	}
+	for _, tc := range []struct{ host, yes, no string }{
+		{"0.0.0.0", "127.0.0.1", "::1"},
+		{"::", "::1", "127.0.0.1"},
+	} {
+		ln, err := Listen(tc.host, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		c, err := net.Dial("tcp", net.JoinHostPort(tc.yes, strconv.Itoa(port)))
+		if err != nil {
+			t.Errorf("Listen(%s): %v", tc.host, err)
+		} else {
+			c.Close()
+		}
+		refused("Listen "+tc.host, net.JoinHostPort(tc.no, strconv.Itoa(port)))
+		ln.Close()
+
+		fd, ap, err := ListenFD(tc.host, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused("ListenFD "+tc.host, net.JoinHostPort(tc.no, strconv.Itoa(int(ap.Port()))))
+		unix.Close(fd)
 	}
 }

@@ -8,10 +8,12 @@
 // # Model
 //
 // An engine runs N event loops (WithLoops, default runtime.NumCPU()). Each
-// loop is one goroutine with its own epoll instance and its own listening
-// socket: all N listeners bind the same address with SO_REUSEPORT and the
-// kernel spreads new connections across them, so loops never hand file
-// descriptors to each other and never share a lock on the hot path. A
+// loop is one goroutine with its own poller (epoll or kqueue) and its own
+// listening socket: all N listeners bind the same address with SO_REUSEPORT
+// (SO_REUSEPORT_LB on FreeBSD) and the kernel spreads new connections
+// across them, so loops never hand file descriptors to each other and never
+// share a lock on the hot path. (macOS does not spread them: there the
+// loops share one listener and race to accept.) A
 // connection lives on the loop that accepted it until it closes, and every
 // callback for it runs on that loop, one at a time: handlers need no locks
 // for per-connection state.
@@ -55,6 +57,8 @@
 // reading, pending output is flushed for up to WithStopTimeout, then every
 // connection is closed and OnClose runs for each.
 //
-// The package builds everywhere but runs on Linux only (epoll and eventfd);
-// elsewhere Run returns ErrUnsupported at once.
+// The package runs on epoll (Linux, poller_linux.go) and kqueue (macOS and
+// FreeBSD, poller_kqueue.go), behind the contract in poller.go; the tests
+// have run on Linux only, the kqueue poller was only built and vetted.
+// Elsewhere it builds, and Run returns ErrUnsupported at once.
 package evloop

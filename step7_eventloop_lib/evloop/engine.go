@@ -67,7 +67,7 @@ func (BuiltinHandler) OnTick() (time.Duration, Action) { return time.Hour, None 
 
 // Errors the library reports.
 var (
-	ErrUnsupported   = errors.New("evloop: needs Linux (epoll and eventfd)")
+	ErrUnsupported   = errors.New("evloop: needs epoll (Linux) or kqueue (macOS, FreeBSD)")
 	ErrClosed        = errors.New("evloop: connection closed")
 	ErrEngineStopped = errors.New("evloop: engine stopped")
 	ErrPoolFull      = errors.New("evloop: worker pool queue full")
@@ -141,7 +141,7 @@ func (o *options) check() error {
 	return nil
 }
 
-// open makes one loop per requested loop, each with its own epoll and its
+// open makes one loop per requested loop, each with its own poller and its
 // own listener. Why SO_REUSEPORT rather than one acceptor handing fds over:
 // the kernel spreads connections by a hash of their addresses for free, no
 // loop ever waits for another, and no fd crosses goroutines. The price is
@@ -157,7 +157,7 @@ func (e *Engine) open(host string, port int) error {
 		e.loops = append(e.loops, l)
 		// The first bind picks the port when port is 0; the others must
 		// share that port, not pick ports of their own.
-		lfd, ap, err := sock.ListenFDReusePort(host, port, i > 0)
+		lfd, ap, err := e.listen(host, port, i)
 		if err != nil {
 			return err
 		}
@@ -176,6 +176,29 @@ func (e *Engine) open(host string, port int) error {
 		}
 	}
 	return nil
+}
+
+// listen gives loop i its listener. Where SO_REUSEPORT spreads connections
+// (Linux; FreeBSD with SO_REUSEPORT_LB) that is a socket of its own in the
+// group. Where it does not (macOS: the kernel would give every connection
+// to one socket of the group), loops after the first share the first
+// loop's listener through a duplicate fd: every loop's poller reports it
+// readable, the loops race to accept and the losers get EAGAIN. That wakes
+// every idle loop for each new connection (epoll has EPOLLEXCLUSIVE
+// against this; kqueue has no such flag), but the connections do spread,
+// and to whichever loop is free first.
+func (e *Engine) listen(host string, port, i int) (int, netip.AddrPort, error) {
+	if i == 0 || e.opts.spread {
+		return sock.ListenFDReusePort(host, port, i > 0)
+	}
+	// F_DUPFD_CLOEXEC: dup and close-on-exec in one call, like every fd
+	// here. Each loop closes its own duplicate; the socket stays open
+	// until the last one does.
+	lfd, err := unix.FcntlInt(uintptr(e.loops[0].lfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, netip.AddrPort{}, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	}
+	return lfd, e.addr, nil
 }
 
 // closeAll releases the listeners and pollers of an engine that never ran.

@@ -91,18 +91,27 @@ func (l *loop) run() error {
 		}
 		busy = len(l.evs) > 0
 		l.now = time.Now()
+		// New connections are accepted after the whole batch: an fd
+		// closed while serving it could otherwise come straight back
+		// from accept, and a later event of the batch that was about
+		// the old connection (kqueue reports each filter on its own, so
+		// one fd can have two) would be applied to the new one.
+		acceptable := false
 		for _, ev := range l.evs {
 			switch {
-			case ev.fd == l.p.efd:
+			case ev.fd == wakeFD:
 				l.nWake.Add(1)
 				l.runTasks()
 			case ev.fd == l.lfd:
-				l.accept()
+				acceptable = true
 			default:
 				if c := l.conns[ev.fd]; c != nil {
 					l.serve(c, ev)
 				}
 			}
+		}
+		if acceptable {
+			l.accept()
 		}
 		if !l.nextTick.IsZero() && !l.now.Before(l.nextTick) {
 			d, act := h.OnTick()
@@ -228,7 +237,10 @@ func (l *loop) serve(c *Conn, ev event) {
 	if ev.hup {
 		// Error or hang-up with nothing to read or write (we stopped
 		// reading for backpressure, say): the peer is gone for good.
-		e, _ := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		e := int(ev.err)
+		if e == 0 {
+			e, _ = unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		}
 		if e == 0 {
 			e = int(unix.ECONNRESET)
 		}

@@ -1,5 +1,3 @@
-//go:build linux
-
 package evloop
 
 import (
@@ -108,6 +106,46 @@ func TestEchoManyLoops(t *testing.T) {
 	}
 	if accepted != 30 || in != 30*6 {
 		t.Fatalf("stats say %d accepted, %d bytes in; want 30 and 180: %+v", accepted, in, eng.Stats())
+	}
+}
+
+// Where SO_REUSEPORT does not spread connections (macOS), the loops share
+// one listener and race to accept it. The same mode, forced here on epoll:
+// every connection is served exactly once, each by one loop, and the
+// losers of each race find EAGAIN rather than an error.
+func TestSharedListenerManyLoops(t *testing.T) {
+	logs := &lockedBuf{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	shared := func(o *options) { o.spread = false }
+	eng := start(t, echo{}, WithLoops(3), WithLogger(log), shared)
+	// One socket behind three fds: fstat gives the same inode for each.
+	var ino []uint64
+	for _, l := range eng.loops {
+		var st unix.Stat_t
+		if err := unix.Fstat(l.lfd, &st); err != nil {
+			t.Fatal(err)
+		}
+		ino = append(ino, uint64(st.Ino))
+	}
+	if ino[0] != ino[1] || ino[0] != ino[2] {
+		t.Fatalf("listener inodes %v: the loops do not share one socket", ino)
+	}
+	var wg sync.WaitGroup
+	for i := range 30 {
+		c := dial(t, eng)
+		wg.Go(func() { roundTrip(t, c, string(rune('a'+i%26))+"hello") })
+	}
+	wg.Wait()
+	var accepted, in int64
+	for _, s := range eng.Stats() {
+		accepted += s.Accepted
+		in += s.BytesIn
+	}
+	if accepted != 30 || in != 30*6 {
+		t.Fatalf("stats say %d accepted, %d bytes in; want 30 and 180: %+v", accepted, in, eng.Stats())
+	}
+	if strings.Contains(logs.String(), "accept") {
+		t.Fatalf("losing an accept race was logged as a failure:\n%s", logs.String())
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"concurrent-servers-go/internal/sock"
 )
 
 // Option changes one setting of an engine; pass them to Run.
@@ -25,6 +27,10 @@ type options struct {
 	// non-blocking and close-on-exec. Tests replace it to inject errors
 	// the kernel will not produce on demand.
 	accept func(lfd int) (int, unix.Sockaddr, error)
+	// spread says whether the kernel spreads connections over listeners
+	// bound with SO_REUSEPORT (sock.ReusePortSpreads): if not, the loops
+	// share one listener. Tests turn it off to run macOS's way on Linux.
+	spread bool
 }
 
 func defaultOptions() options {
@@ -38,12 +44,14 @@ func defaultOptions() options {
 		workQueue:   1024,
 		log:         slog.New(slog.DiscardHandler),
 		accept:      accept,
+		spread:      sock.ReusePortSpreads,
 	}
 }
 
 // WithLoops sets the number of event loops, each a goroutine with its own
-// epoll and its own SO_REUSEPORT listener. The default, runtime.NumCPU(),
-// gives every core one loop; more loops than cores only add switching.
+// poller and its own SO_REUSEPORT listener (on macOS they share one: see
+// Engine.listen). The default, runtime.NumCPU(), gives every core one loop;
+// more loops than cores only add switching.
 func WithLoops(n int) Option { return func(o *options) { o.loops = n } }
 
 // WithReadBufferSize sets the size of each loop's shared read buffer, the

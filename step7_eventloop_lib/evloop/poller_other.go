@@ -1,21 +1,15 @@
-//go:build !linux
+//go:build !linux && !darwin && !freebsd
 
 package evloop
 
 import "golang.org/x/sys/unix"
 
-// On systems without epoll the engine refuses to start: newPoller fails
-// with ErrUnsupported before anything is bound, and Run returns that error.
-// (A kqueue poller with the same method set is exercise 5 of the chapter.)
+// On systems with neither epoll nor a kqueue poller here (Windows, the
+// other BSDs) the engine refuses to start: newPoller fails with
+// ErrUnsupported before anything is bound, and Run returns that error.
 // The methods below are never reached; they exist so that the package, and
 // the servers on it, build everywhere and say why they cannot run.
-type poller struct{ efd int }
-
-type event struct {
-	fd          int
-	read, write bool
-	hup         bool
-}
+type poller struct{}
 
 func newPoller() (*poller, error)                        { return nil, ErrUnsupported }
 func (*poller) add(int, bool, bool) error                { return ErrUnsupported }
