@@ -57,6 +57,9 @@ func TestChapterCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the chapters' commands build and run servers")
 	}
+	if raceEnabled {
+		t.Skip("-race: the chapters' commands are separate programs, checked in the plain run")
+	}
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("no bash to run the chapters' commands with")
 	}
