@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -29,16 +30,23 @@ func compareCommand() *cli.Command {
 		Usage: "build every step, run the classic session against each, and print a table",
 		Description: "For each step (directories step[0-9]_* of this module) and each N, compare builds the\n" +
 			"server, starts it on a free port, runs N classic sessions at once against it, and\n" +
-			"reports Elapsed, how many sessions were correct, and the server's peak OS threads and\n" +
-			"memory. Every server it started is stopped at the end, also on Ctrl-C.\n\n" +
-			"   go run ./client compare                      # every step, N=5, about 30 s\n" +
-			"   go run ./client compare --steps 1,2 --n 1,5,20 --scale 0.5 --chart elapsed.svg",
+			"reports Elapsed, how many sessions were correct, the server's CPU time, and its peak OS\n" +
+			"threads and memory. Every server it started is stopped at the end, also on Ctrl-C.\n\n" +
+			"By default it also runs step 3 with --threads, and one big N (--big-n, 1100: past select's\n" +
+			"FD_SETSIZE of 1024) at a shorter session (--big-scale), where the models part: select\n" +
+			"refuses clients, threads follow N under --threads, the poller's CPU grows.\n\n" +
+			"   go run ./client compare                      # every step, N=5 and 1100, about 50 s\n" +
+			"   go run ./client compare --steps 1,2 --n 1,5,20 --big-n 0 --scale 0.5 --chart elapsed.svg",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "steps", Usage: "which steps, by number or name: 1,2,6 (default: all)"},
 			&cli.StringSliceFlag{Name: "with",
 				Usage: "also run a step with extra server flags, as its own rows: --with '3 --threads' --with '6 --edge'"},
 			&cli.StringFlag{Name: "n", Value: "5", Usage: "session counts to run, comma-separated: 1,5,50"},
-			&cli.Float64Flag{Name: "scale", Value: 1,
+			&cli.IntFlag{Name: "big-n", Value: 1100,
+				Usage: "also run this many sessions at once, where the models part (0: do not)"},
+			&cli.Float64Flag{Name: "big-scale", Value: 0.5,
+				Usage: "time scale of the --big-n run (or --scale, if smaller), to keep the default run under a minute"},
+			&cli.Float64Flag{Name: "scale", Value: 1, EnvVars: []string{"CSG_SCALE"},
 				Usage: "time scale of the session: 1 is the original 2.2 s session, 0.1 makes it 0.22 s"},
 			&cli.DurationFlag{Name: "budget", Value: 60 * time.Second,
 				Usage: "longest a single run may take; a run predicted to take longer (a sequential step at large N) is skipped"},
@@ -60,34 +68,21 @@ type row struct {
 	correct int
 	threads int
 	rss     int64
-	note    string // why there are no numbers: build failure, skipped, ...
+	cpu     time.Duration // the server's user + system time, start to exit
+	scale   float64       // the session's time scale in this run
+	note    string        // why there are no numbers: build failure, skipped, ...
 
 	startFailed bool
 }
 
+// compare runs in four phases: read the flags, choose the steps, run
+// every (step, N), report.
 func compare(c *cli.Context) error {
 	const cmd = "compare"
-	ns, err := parseInts(c.String("n"))
-	if err != nil || len(ns) == 0 {
-		return usageErr(cmd, "--n %q: want positive counts such as 1,5,50", c.String("n"))
+	opts, err := compareFlags(c)
+	if err != nil {
+		return usageErr(cmd, "%v", err)
 	}
-	for _, n := range ns {
-		if n > 5000 {
-			return usageErr(cmd, "--n %d: at most 5000 sessions per run (one process may open 20000 files)", n)
-		}
-	}
-	scale, budget := c.Float64("scale"), c.Duration("budget")
-	if scale <= 0 || scale > 10 {
-		return usageErr(cmd, "--scale %v: want above 0 and at most 10", scale)
-	}
-	if budget <= 0 {
-		return usageErr(cmd, "--budget must be above 0")
-	}
-	chart := c.String("chart")
-	if ext := strings.ToLower(filepath.Ext(chart)); chart != "" && ext != ".svg" && ext != ".png" {
-		return usageErr(cmd, "--chart %q: the file name must end in .svg or .png", chart)
-	}
-
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	root := c.String("root")
@@ -96,16 +91,13 @@ func compare(c *cli.Context) error {
 			return failErr(cmd, "%v", err)
 		}
 	}
-	steps, err := findSteps(ctx, root)
+	steps, err := chooseSteps(ctx, c, root)
 	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			return usageErr(cmd, "%v", err)
+		}
 		return failErr(cmd, "%v", err)
-	}
-	all := steps
-	if steps, err = pickSteps(all, c.String("steps")); err != nil {
-		return usageErr(cmd, "%v", err)
-	}
-	if steps, err = addVariants(all, steps, c.StringSlice("with")); err != nil {
-		return usageErr(cmd, "%v", err)
 	}
 	dir, err := os.MkdirTemp("", "client-compare-")
 	if err != nil {
@@ -113,14 +105,96 @@ func compare(c *cli.Context) error {
 	}
 	defer os.RemoveAll(dir)
 
-	total := 0
-	for range steps {
-		for _, n := range ns {
-			total += n
-		}
+	rows, failed := runSteps(ctx, c.App.ErrWriter, root, dir, steps, opts)
+
+	if opts.markdown {
+		printCompareMarkdown(c.App.Writer, rows, opts.runs, os.Args[1:])
+	} else {
+		printCompareText(c.App.Writer, rows, opts.runs)
 	}
-	bar := newProgress(c.App.ErrWriter, "compare", int64(total), "sessions")
-	var sessionsDone atomic.Int64
+	if opts.chart != "" && ctx.Err() == nil {
+		if err := drawChart(opts.chart, rows); err != nil {
+			return failErr(cmd, "chart: %v", err)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "chart written to %s\n", opts.chart)
+	}
+	if ctx.Err() != nil {
+		return cli.Exit("client compare: interrupted; every server it started has been stopped", 130)
+	}
+	if failed {
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+// compareOpts is what the flags ask for, checked.
+type compareOpts struct {
+	runs     []plannedRun
+	budget   time.Duration
+	force    bool
+	markdown bool
+	chart    string
+}
+
+func compareFlags(c *cli.Context) (compareOpts, error) {
+	ns, err := parseInts(c.String("n"))
+	if err != nil || len(ns) == 0 {
+		return compareOpts{}, fmt.Errorf("--n %q: want positive counts such as 1,5,50", c.String("n"))
+	}
+	o := compareOpts{budget: c.Duration("budget"), force: c.Bool("force"), markdown: c.Bool("markdown"), chart: c.String("chart")}
+	scale := c.Float64("scale")
+	if scale <= 0 || scale > 10 {
+		return o, fmt.Errorf("--scale %v: want above 0 and at most 10", scale)
+	}
+	if o.runs, err = planRuns(ns, c.Int("big-n"), scale, c.Float64("big-scale")); err != nil {
+		return o, err
+	}
+	if o.budget <= 0 {
+		return o, errors.New("--budget must be above 0")
+	}
+	if ext := strings.ToLower(filepath.Ext(o.chart)); o.chart != "" && ext != ".svg" && ext != ".png" {
+		return o, fmt.Errorf("--chart %q: the file name must end in .svg or .png", o.chart)
+	}
+	return o, nil
+}
+
+// usageError marks a mistake in the flags (exit 2) among chooseSteps'
+// errors, the others being failures to read the module (exit 1).
+type usageError struct{ error }
+
+// chooseSteps lists the module's steps, keeps those --steps names and adds
+// the --with variants; by default step 3 also runs with --threads, the one
+// model that costs an OS thread per client.
+func chooseSteps(ctx context.Context, c *cli.Context, root string) ([]step, error) {
+	all, err := findSteps(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	steps, err := pickSteps(all, c.String("steps"))
+	if err != nil {
+		return nil, usageError{err}
+	}
+	with := c.StringSlice("with")
+	if !c.IsSet("with") && !c.IsSet("steps") && slices.ContainsFunc(all, func(s step) bool { return s.num == 3 }) {
+		with = []string{"3 --threads"}
+	}
+	if steps, err = addVariants(all, steps, with); err != nil {
+		return nil, usageError{err}
+	}
+	return steps, nil
+}
+
+// runSteps builds every step, then runs each planned N against each step
+// in turn, with a progress bar on w counted in sessions. failed says
+// whether any row is a failure (a build, a start or a session).
+func runSteps(ctx context.Context, w io.Writer, root, dir string, steps []step, o compareOpts) ([]row, bool) {
+	perStep := 0
+	for _, r := range o.runs {
+		perStep += r.n
+	}
+	bar := newProgress(w, "compare", int64(perStep*len(steps)), "sessions")
+	defer bar.done()
+	var done atomic.Int64
 
 	var rows []row
 	failed := false
@@ -130,7 +204,6 @@ func compare(c *cli.Context) error {
 			break
 		}
 		b := bins[s.name]
-		bin := b.bin
 		if s.err == nil {
 			s.err = b.err
 		}
@@ -140,64 +213,46 @@ func compare(c *cli.Context) error {
 				rows = append(rows, row{step: s, note: s.err.Error()})
 				failed = true
 			}
-			var all int64
-			for _, n := range ns {
-				all += int64(n)
-			}
-			bar.set(sessionsDone.Add(all))
+			bar.set(done.Add(int64(perStep)))
 			continue
 		}
-		m := &seriality{known: strings.Contains(strings.ToLower(s.model), "sequential")}
-		m.serial = m.known
-		for _, n := range ns {
-			if ctx.Err() != nil {
-				break
-			}
-			one := session.Duration(scale)
-			if !m.known && time.Duration(n)*one > budget && !c.Bool("force") {
-				// Would this run blow the budget? Only if the step serves
-				// one client at a time: two sessions tell, in at most two
-				// sessions' time.
-				m.learn(runOne(ctx, s, bin, 2, scale, budget, false, true, func() {}), scale)
-			}
-			r := runOne(ctx, s, bin, n, scale, budget, m.serial, c.Bool("force"), func() { bar.set(sessionsDone.Add(1)) })
-			if r.startFailed {
-				// It will not start for the next N either: one line.
-				r.n = 0
-				rows = append(rows, r)
-				failed = true
-				break
-			}
-			m.learn(r, scale)
-			if r.failed() {
-				failed = true
-			}
-			if r.elapsed == 0 {
-				bar.set(sessionsDone.Add(int64(n))) // nothing ran: skip its share
-			}
-			rows = append(rows, r)
-		}
+		rs, f := runStep(ctx, s, b.bin, o, func(n int) { bar.set(done.Add(int64(n))) })
+		rows, failed = append(rows, rs...), failed || f
 	}
-	bar.done()
+	return rows, failed
+}
 
-	if c.Bool("markdown") {
-		printCompareMarkdown(c.App.Writer, rows, scale, os.Args[1:])
-	} else {
-		printCompareText(c.App.Writer, rows, scale)
-	}
-	if chart != "" && ctx.Err() == nil {
-		if err := drawChart(chart, rows, scale); err != nil {
-			return failErr(cmd, "chart: %v", err)
+// runStep runs every planned N against one built step. progress is told of
+// each session that ends, and of the sessions a skipped run will not have.
+func runStep(ctx context.Context, s step, bin string, o compareOpts, progress func(n int)) ([]row, bool) {
+	var rows []row
+	failed := false
+	m := &seriality{known: strings.Contains(strings.ToLower(s.model), "sequential")}
+	m.serial = m.known
+	for _, run := range o.runs {
+		if ctx.Err() != nil {
+			break
 		}
-		fmt.Fprintf(c.App.ErrWriter, "chart written to %s\n", chart)
+		if !m.known && time.Duration(run.n)*session.Duration(run.scale) > o.budget && !o.force {
+			// Would this run blow the budget? Only if the step serves
+			// one client at a time: two sessions tell, in at most two
+			// sessions' time.
+			m.learn(runOne(ctx, s, bin, 2, run.scale, o.budget, false, true, func() {}), run.scale)
+		}
+		r := runOne(ctx, s, bin, run.n, run.scale, o.budget, m.serial, o.force, func() { progress(1) })
+		if r.startFailed {
+			// It will not start for the next N either: one line.
+			r.n = 0
+			return append(rows, r), true
+		}
+		m.learn(r, r.scale)
+		failed = failed || r.failed()
+		if r.elapsed == 0 {
+			progress(run.n) // nothing ran: skip its share
+		}
+		rows = append(rows, r)
 	}
-	if ctx.Err() != nil {
-		return cli.Exit("client compare: interrupted; every server it started has been stopped", 130)
-	}
-	if failed {
-		return cli.Exit("", 1)
-	}
-	return nil
+	return rows, failed
 }
 
 type built struct {
@@ -230,6 +285,36 @@ func buildAll(ctx context.Context, root, dir string, steps []step) map[string]bu
 	return out
 }
 
+// plannedRun is one N of the table and the session pace it runs at.
+type plannedRun struct {
+	n     int
+	scale float64
+}
+
+// planRuns is the Ns of --n at --scale, then the big N (if any and not
+// already asked for) at the smaller of --big-scale and --scale.
+func planRuns(ns []int, bigN int, scale, bigScale float64) ([]plannedRun, error) {
+	if bigN < 0 {
+		return nil, fmt.Errorf("--big-n %d: want 0 (none) or a session count", bigN)
+	}
+	if bigScale <= 0 || bigScale > 10 {
+		return nil, fmt.Errorf("--big-scale %v: want above 0 and at most 10", bigScale)
+	}
+	var out []plannedRun
+	for _, n := range ns {
+		out = append(out, plannedRun{n, scale})
+	}
+	if bigN > 0 && !slices.Contains(ns, bigN) {
+		out = append(out, plannedRun{bigN, min(scale, bigScale)})
+	}
+	for _, r := range out {
+		if r.n > 5000 {
+			return nil, fmt.Errorf("%d sessions: at most 5000 sessions per run (one process may open 20000 files)", r.n)
+		}
+	}
+	return out, nil
+}
+
 // seriality is what compare knows of whether a step serves one client at a
 // time, so that N sessions take N sessions' time.
 type seriality struct {
@@ -258,7 +343,7 @@ func (r row) failed() bool {
 // take N sessions' time; a step that does so unannounced is still cut off
 // by the time-out below.
 func runOne(ctx context.Context, s step, bin string, n int, scale float64, budget time.Duration, serial, force bool, onDone func()) row {
-	r := row{step: s, n: n}
+	r := row{step: s, n: n, scale: scale}
 	one := session.Duration(scale)
 	predicted := one
 	if serial {
@@ -286,6 +371,10 @@ func runOne(ctx context.Context, s step, bin string, n int, scale float64, budge
 	if r.threads, r.rss, perr = peak.Stop(); perr != nil {
 		r.threads, r.rss = -1, -1
 	}
+	// Stopped now, not by the defer, so that its CPU time is final: the
+	// kernel's account of the child it has waited for.
+	srv.stop()
+	r.cpu = srv.CPU()
 	r.elapsed = rep.Elapsed
 	r.correct = n - rep.Failed()
 	if lines := rep.Summary(); len(lines) > 0 {
@@ -359,18 +448,23 @@ func parseInts(s string) ([]int, error) {
 	return out, nil
 }
 
-func (r row) cells(scale float64) []string {
+func (r row) cells() []string {
 	if r.n == 0 {
 		// The step could not run at all: say why after its empty cells.
 		// As the line's last cell the note does not widen any column.
-		return []string{r.step.title(), r.step.model, "-", "-", "-", "-", "-", r.note}
+		return []string{r.step.title(), r.step.model, "-", "-", "-", "-", "-", "-", r.note}
 	}
 	if r.elapsed == 0 {
-		return []string{r.step.title(), r.step.model, strconv.Itoa(r.n), "-", "-", "-", "-"}
+		return []string{r.step.title(), r.step.model, strconv.Itoa(r.n), "-", "-", "-", "-", "-"}
+	}
+	correct := fmt.Sprintf("%d/%d", r.correct, r.n)
+	if r.correct < r.n {
+		correct += " FAIL" // never mistaken for a run that went well
 	}
 	return []string{r.step.title(), r.step.model, strconv.Itoa(r.n),
 		strconv.FormatFloat(r.elapsed.Seconds(), 'f', 2, 64) + " s",
-		fmt.Sprintf("%d/%d", r.correct, r.n),
+		correct,
+		strconv.FormatFloat(r.cpu.Seconds(), 'f', 2, 64) + " s",
 		orNA(r.threads >= 0, strconv.Itoa(r.threads)),
 		orNA(r.rss >= 0, fmt.Sprintf("%.1f MiB", float64(r.rss)/(1<<20))),
 	}
@@ -383,15 +477,37 @@ func orNA(ok bool, s string) string {
 	return "n/a"
 }
 
-var compareHeader = []string{"STEP", "MODEL", "N", "ELAPSED", "CORRECT", "THREADS", "PEAK RSS"}
+var compareHeader = []string{"STEP", "MODEL", "N", "ELAPSED", "CORRECT", "CPU", "THREADS", "PEAK RSS"}
 
-func printCompareText(w io.Writer, rows []row, scale float64) {
-	fmt.Fprintf(w, "classic session: %v alone (--scale %v); THREADS and PEAK RSS are the server's peaks\n",
-		session.Duration(scale), scale)
+// paceLines say how long one session takes alone at each N's scale, so
+// that a shortened big-N run is never read as a faster server.
+func paceLines(runs []plannedRun) []string {
+	var out []string
+	for i, r := range runs {
+		if i > 0 && r.scale == runs[0].scale {
+			continue
+		}
+		which := "N=" + strconv.Itoa(r.n)
+		if i == 0 {
+			which = "each N"
+		}
+		out = append(out, fmt.Sprintf("%s: one classic session takes %v alone (--scale %v)", which, session.Duration(r.scale), r.scale))
+		if i > 0 {
+			out[len(out)-1] += ", shortened to keep the default run under a minute"
+		}
+	}
+	return out
+}
+
+func printCompareText(w io.Writer, rows []row, runs []plannedRun) {
+	for _, l := range paceLines(runs) {
+		fmt.Fprintln(w, l)
+	}
+	fmt.Fprintln(w, "CPU is the server's user+system time from start to exit; THREADS and PEAK RSS are its peaks")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(compareHeader, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r.cells(scale), "\t"))
+		fmt.Fprintln(tw, strings.Join(r.cells(), "\t"))
 	}
 	tw.Flush()
 	for _, r := range rows {
@@ -401,18 +517,18 @@ func printCompareText(w io.Writer, rows []row, scale float64) {
 	}
 }
 
-func printCompareMarkdown(w io.Writer, rows []row, scale float64, args []string) {
+func printCompareMarkdown(w io.Writer, rows []row, runs []plannedRun, args []string) {
 	fmt.Fprintln(w, machineLine(args))
-	fmt.Fprintf(w, "One classic session takes %v alone (`--scale %v`). Threads and RSS are the server's peaks.\n\n",
-		session.Duration(scale), scale)
-	h := []string{"step", "model", "N", "Elapsed", "correct", "OS threads", "peak RSS"}
+	fmt.Fprintf(w, "%s. CPU is the server's user+system time from start to exit; threads and RSS are its peaks.\n\n",
+		strings.Join(paceLines(runs), "; "))
+	h := []string{"step", "model", "N", "Elapsed", "correct", "server CPU", "OS threads", "peak RSS"}
 	fmt.Fprintln(w, "| "+strings.Join(h, " | ")+" |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		cells := r.cells(scale)
+		cells := r.cells()
 		switch {
 		case r.n == 0:
-			cells = []string{r.step.title(), r.step.model, "", r.note, "", "", ""}
+			cells = []string{r.step.title(), r.step.model, "", r.note, "", "", "", ""}
 		case r.note != "" && r.elapsed == 0:
 			cells[3] = r.note
 		}

@@ -45,7 +45,7 @@ var modes = []struct {
 }
 
 // Three clients at once: every session correct, and together about one
-// session's time, in every mode. 1.5 leaves room for a busy machine; on a
+// session's time, in every mode. 2 (halfway to the 3 a sequential server takes) leaves room for a busy machine; on a
 // 2-core machine shared with other test binaries one run can still miss
 // it, so a second run decides. A server that served the three in turn
 // would score about 3 both times.
@@ -54,11 +54,11 @@ func TestServesAllAtOnce(t *testing.T) {
 		t.Run(md.name, func(t *testing.T) {
 			srv := steptest.Start(t, pkg, md.args...)
 			rep := steptest.Sessions(t, srv.Addr, 3)
-			if r := steptest.Ratio(rep); r > 1.5 {
+			if r := steptest.Ratio(rep); r > 2 {
 				t.Logf("3 sessions took %v = %.2f sessions; trying once more", rep.Elapsed, r)
 				rep = steptest.Sessions(t, srv.Addr, 3)
 			}
-			if r := steptest.Ratio(rep); r > 1.5 {
+			if r := steptest.Ratio(rep); r > 2 {
 				t.Fatalf("3 sessions took %v = %.2f sessions; an event loop needs about 1", rep.Elapsed, r)
 			}
 		})

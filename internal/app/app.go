@@ -84,6 +84,8 @@ func run(s Server, args []string, stderr io.Writer) int {
 				Usage: "port to listen on; 0 picks a free one and logs it"},
 			&cli.StringFlag{Name: "log-level", Value: "info",
 				Usage: "debug logs every connection; info, warn or error log less"},
+			&cli.BoolFlag{Name: "stats",
+				Usage: "print once a second: open connections, OS threads, goroutines, RSS and CPU (stats.go)"},
 		}, flags...),
 		HideHelpCommand: true,
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
@@ -138,6 +140,9 @@ func run(s Server, args []string, stderr io.Writer) int {
 			// is left, and the runtime dies (netpollinit failed). One timer
 			// now makes the runtime take its fd while fds are plentiful.
 			time.AfterFunc(time.Hour, func() {}).Stop()
+			if c.Bool("stats") {
+				go printStats(ctx, stderr, time.Second)
+			}
 			if err := s.Run(ctx, env); err != nil {
 				var ec cli.ExitCoder
 				if errors.As(err, &ec) {

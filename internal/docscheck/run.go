@@ -8,6 +8,8 @@
 //
 //	<!-- run -->                  run it, 30 s at most
 //	<!-- run timeout=20s -->      run it, with its own time limit
+//	<!-- run needs=strace,bc -->  run it if these commands are installed,
+//	                              else skip it and say which is missing
 //	<!-- expect: ^listening on -->  zero or more Go regexps, each must
 //	                                match the block's combined output
 //	```sh
@@ -39,6 +41,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,7 +50,7 @@ import (
 const defaultTimeout = 30 * time.Second
 
 var (
-	runMarker    = regexp.MustCompile(`^\s*<!--\s*run(?:\s+timeout=(\S+))?\s*-->\s*$`)
+	runMarker    = regexp.MustCompile(`^\s*<!--\s*run(?:\s+timeout=(\S+))?(?:\s+needs=(\S+))?\s*-->\s*$`)
 	expectMarker = regexp.MustCompile(`^\s*<!--\s*expect:\s?(.*?)\s*-->\s*$`)
 	skipMarker   = regexp.MustCompile(`^\s*<!--\s*skip:\s*(.*?)\s*-->\s*$`)
 	// anyRunLike catches a misspelt marker (<!-- run: -->, <!-- expect -->)
@@ -62,7 +65,8 @@ type block struct {
 	script  string
 	timeout time.Duration
 	expects []*regexp.Regexp
-	skip    string // the reason, if it is not run
+	skip    string   // the reason, if it is not run
+	needs   []string // commands it runs that a machine may lack (strace)
 }
 
 // runBlocks finds the run and skip blocks of one Markdown file, in order,
@@ -122,6 +126,9 @@ func runBlocks(name, src string) ([]block, []problem) {
 					pending.timeout = d
 				}
 			}
+			if m[2] != "" {
+				pending.needs = strings.Split(m[2], ",")
+			}
 		case expectMarker.MatchString(ln):
 			m := expectMarker.FindStringSubmatch(ln)
 			if pending == nil || pending.skip != "" {
@@ -156,6 +163,16 @@ func runBlocks(name, src string) ([]block, []problem) {
 		bad(markLine, "marker at the end of the file marks nothing")
 	}
 	return out, probs
+}
+
+// missing is the first command b needs that is not on PATH, or "".
+func (b block) missing() string {
+	for _, n := range b.needs {
+		if _, err := exec.LookPath(n); err != nil {
+			return n
+		}
+	}
+	return ""
 }
 
 // result is what running one block gave.
@@ -215,9 +232,36 @@ func runBlock(b block, dir string, env []string) result {
 	return r
 }
 
-// groupAlive says whether any process is left in the process group.
+// groupAlive says whether any process is left in the process group. A
+// killed server whose parent (bash) has already exited is a zombie until
+// init reaps it, which some containers' init does only every second or
+// two; kill(2) still finds a zombie, so on Linux /proc is read instead and
+// zombies do not count.
 func groupAlive(pgid int) bool {
-	return syscall.Kill(-pgid, 0) == nil
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil || len(stats) == 0 {
+		return true // no /proc (macOS, FreeBSD): kill's answer is all there is
+	}
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue // it exited while we looked
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so cut
+		// after its closing parenthesis.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }
 
 // failure says why a block's result does not pass, or "" when it does.

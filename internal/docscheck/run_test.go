@@ -44,10 +44,21 @@ func TestRunMarkers(t *testing.T) {
 }
 
 // TestChapterCommands runs every chapter's <!-- run --> blocks, in order,
-// in a scratch copy of the repository per chapter.
+// in a scratch copy of the repository per chapter. One chapter alone:
+//
+//	go test ./internal/docscheck/ -run 'TestChapterCommands/docs/05' -v
+//
+// DOCSCHECK_ROOT=/path/to/a/checkout runs that checkout's chapters instead
+// of this one's (with this runner), to see whether an older or newer
+// version of a chapter still runs as written. DOCSCHECK_TIMEOUT_SCALE=3
+// multiplies every block's time limit, for a machine that other work
+// keeps busy (the limits are set for a quiet one).
 func TestChapterCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the chapters' commands build and run servers")
+	}
+	if raceEnabled {
+		t.Skip("-race: the chapters' commands are separate programs, checked in the plain run")
 	}
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("no bash to run the chapters' commands with")
@@ -56,7 +67,18 @@ func TestChapterCommands(t *testing.T) {
 		t.Skip("no git to list the repository's files with")
 	}
 	root := repoRoot(t)
+	if r := os.Getenv("DOCSCHECK_ROOT"); r != "" {
+		root = r
+	}
 	env := append(os.Environ(), "CSG_SCALE=0.1")
+	slow := 1.0
+	if v := os.Getenv("DOCSCHECK_TIMEOUT_SCALE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			t.Fatalf("DOCSCHECK_TIMEOUT_SCALE=%q: want a factor above 0, such as 3", v)
+		}
+		slow = f
+	}
 	for _, name := range docNames(t, root) {
 		src, err := os.ReadFile(filepath.Join(root, name))
 		if err != nil {
@@ -67,6 +89,10 @@ func TestChapterCommands(t *testing.T) {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
+			// Chapters run side by side (as many as -parallel, by default
+			// GOMAXPROCS), each in its own copy and on its own ports: the
+			// blocks of one chapter still run in order.
+			t.Parallel()
 			scratch := t.TempDir()
 			if err := copyRepo(root, scratch); err != nil {
 				t.Fatal(err)
@@ -80,8 +106,12 @@ func TestChapterCommands(t *testing.T) {
 				case failed != "":
 					t.Logf("%s:%d: not run, since the block at %s failed", b.file, b.line, failed)
 					continue
+				case b.missing() != "":
+					t.Logf("%s:%d: skipped: needs %s, which is not installed here", b.file, b.line, b.missing())
+					continue
 				}
 				start := time.Now()
+				b.timeout = time.Duration(float64(b.timeout) * slow)
 				r := runBlock(b, scratch, env)
 				if why := b.failure(r); why != "" {
 					failed = strconv.Itoa(b.line)
@@ -97,24 +127,24 @@ func TestChapterCommands(t *testing.T) {
 
 func TestRunBlocksParse(t *testing.T) {
 	md := strings.Join([]string{
-		"# T",                             // 1
-		"<!-- run -->",                    // 2
-		"<!-- expect: ^hi$ -->",           // 3
-		"<!-- expect: (?m)^b[a-z]+ -->",   // 4
-		"```sh",                           // 5
-		"echo hi",                         // 6
-		"```",                             // 7
-		"<!-- skip: runs for minutes -->", // 8
-		"```sh",                           // 9
-		"sleep 600",                       // 10
-		"```",                             // 11
-		"```sh",                           // 12 no marker: not run
-		"false",                           // 13
-		"```",                             // 14
-		"<!-- run timeout=2s -->",         // 15
-		"```sh",                           // 16
-		"true",                            // 17
-		"```",                             // 18
+		"# T",                              // 1
+		"<!-- run -->",                     // 2
+		"<!-- expect: ^hi$ -->",            // 3
+		"<!-- expect: (?m)^b[a-z]+ -->",    // 4
+		"```sh",                            // 5
+		"echo hi",                          // 6
+		"```",                              // 7
+		"<!-- skip: runs for minutes -->",  // 8
+		"```sh",                            // 9
+		"sleep 600",                        // 10
+		"```",                              // 11
+		"```sh",                            // 12 no marker: not run
+		"false",                            // 13
+		"```",                              // 14
+		"<!-- run timeout=2s needs=sh -->", // 15
+		"```sh",                            // 16
+		"true",                             // 17
+		"```",                              // 18
 	}, "\n")
 	bs, probs := runBlocks("x.md", md)
 	want(t, probs)
@@ -127,7 +157,7 @@ func TestRunBlocksParse(t *testing.T) {
 	if b := bs[1]; b.line != 9 || b.skip != "runs for minutes" {
 		t.Errorf("block 2 = %+v", b)
 	}
-	if b := bs[2]; b.line != 16 || b.timeout != 2*time.Second || b.skip != "" {
+	if b := bs[2]; b.line != 16 || b.timeout != 2*time.Second || b.skip != "" || len(b.needs) != 1 || b.needs[0] != "sh" {
 		t.Errorf("block 3 = %+v", b)
 	}
 }
@@ -305,5 +335,17 @@ func TestCopyRepoCopiesTrackedAndNewFiles(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(dst, name)); err == nil {
 			t.Errorf("%s was copied", name)
 		}
+	}
+}
+
+func TestNeedsNamesTheMissingCommand(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	if m := (block{needs: []string{"sh"}}).missing(); m != "" {
+		t.Errorf("sh is installed, missing() = %q", m)
+	}
+	if m := (block{needs: []string{"sh", "no-such-command-docscheck"}}).missing(); m != "no-such-command-docscheck" {
+		t.Errorf("missing() = %q, want no-such-command-docscheck", m)
 	}
 }
