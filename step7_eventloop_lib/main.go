@@ -49,7 +49,7 @@ func main() {
 				}
 				defer stop()
 			}
-			s := &server{env: env}
+			s := &server{log: env.Log, listening: env.Listening}
 			err := evloop.Run(ctx, s, env.Host, env.Port,
 				evloop.WithLoops(loops), evloop.WithIdleTimeout(idle),
 				evloop.WithStopTimeout(500*time.Millisecond), evloop.WithLogger(env.Log))

@@ -2,32 +2,36 @@ package main
 
 import (
 	"errors"
+	"log/slog"
 
-	"concurrent-servers-go/internal/app"
 	"concurrent-servers-go/internal/protocol"
 	"concurrent-servers-go/step7_eventloop_lib/evloop"
 )
 
 // server is the whole protocol server: step 6's loop, its fd table, its
 // buffers and its EPOLLOUT bookkeeping now live in evloop, and what is left
-// is what this server does differently from any other.
+// is what this server does differently from any other. Like the servers of
+// steps 1 to 5 it takes only what it uses: a logger, and a callback that
+// announces the bound address (with --port 0 that line is how a test or a
+// user learns the port).
 type server struct {
 	evloop.BuiltinHandler
-	env *app.Env
-	eng *evloop.Engine // for its counters, once Run returns
+	log       *slog.Logger
+	listening func(addr string)
+	eng       *evloop.Engine // for its counters, once Run returns
 }
 
 func (s *server) OnBoot(eng *evloop.Engine) evloop.Action {
 	s.eng = eng
-	s.env.Listening(eng.Addr().String())
-	s.env.Log.Debug("engine up", "loops", eng.Loops())
+	s.listening(eng.Addr().String())
+	s.log.Debug("engine up", "loops", eng.Loops())
 	return evloop.None
 }
 
 // OnOpen sends the ack and gives the connection its protocol machine, kept
 // in the context slot: one byte of state per connection, owned by its loop.
 func (s *server) OnOpen(c *evloop.Conn) ([]byte, evloop.Action) {
-	s.env.Log.Debug("peer connected", "peer", c.RemoteAddr())
+	s.log.Debug("peer connected", "peer", c.RemoteAddr())
 	c.SetContext(new(protocol.Machine))
 	return []byte{protocol.Ack}, evloop.None
 }
@@ -52,11 +56,11 @@ func (s *server) OnTraffic(c *evloop.Conn) evloop.Action {
 func (s *server) OnClose(c *evloop.Conn, err error) evloop.Action {
 	switch {
 	case err == nil:
-		s.env.Log.Debug("peer done", "peer", c.RemoteAddr())
+		s.log.Debug("peer done", "peer", c.RemoteAddr())
 	case errors.Is(err, evloop.ErrIdle):
-		s.env.Log.Debug("idle, closed", "peer", c.RemoteAddr())
+		s.log.Debug("idle, closed", "peer", c.RemoteAddr())
 	default:
-		s.env.Log.Info("connection", "peer", c.RemoteAddr(), "err", err)
+		s.log.Info("connection", "peer", c.RemoteAddr(), "err", err)
 	}
 	return evloop.None
 }

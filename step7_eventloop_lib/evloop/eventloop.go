@@ -93,7 +93,7 @@ func (l *loop) run() error {
 		l.now = time.Now()
 		for _, ev := range l.evs {
 			switch {
-			case ev.fd == l.p.efd:
+			case ev.fd == wakeFD:
 				l.nWake.Add(1)
 				l.runTasks()
 			case ev.fd == l.lfd:
@@ -228,7 +228,10 @@ func (l *loop) serve(c *Conn, ev event) {
 	if ev.hup {
 		// Error or hang-up with nothing to read or write (we stopped
 		// reading for backpressure, say): the peer is gone for good.
-		e, _ := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		e := int(ev.err)
+		if e == 0 {
+			e, _ = unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		}
 		if e == 0 {
 			e = int(unix.ECONNRESET)
 		}

@@ -8,22 +8,12 @@ import (
 	"concurrent-servers-go/internal/sock"
 )
 
-// poller is the one place that knows about epoll. The contract every
-// poller must keep (a kqueue twin would have the same method set): add,
-// mod and del say which of read and write readiness the loop wants for an
-// fd; wait fills events and returns how many; wake makes a wait in another
-// goroutine return, and drainWake resets it.
+// poller is the one place that knows about epoll; poller.go has the
+// contract it keeps.
 type poller struct {
 	epfd   int
 	efd    int // eventfd: other goroutines write to it to wake wait
 	events []unix.EpollEvent
-}
-
-// event is one ready fd, as the loop sees it.
-type event struct {
-	fd          int
-	read, write bool
-	hup         bool // error or hang-up: the connection is broken
 }
 
 func newPoller() (*poller, error) {
@@ -41,9 +31,13 @@ func newPoller() (*poller, error) {
 		return nil, os.NewSyscallError("eventfd", err)
 	}
 	p := &poller{epfd: epfd, efd: efd, events: make([]unix.EpollEvent, maxEvents)}
-	if err := p.add(efd, true, false); err != nil {
+	// The Fd field is epoll's user data, returned as is with every event:
+	// it is the fd only because add puts the fd there. The eventfd's events
+	// carry wakeFD instead, so wait needs no test to report a wake-up.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeFD}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
 		p.close()
-		return nil, err
+		return nil, os.NewSyscallError("epoll_ctl ADD", err)
 	}
 	return p, nil
 }
@@ -80,7 +74,10 @@ func (p *poller) del(fd int) error {
 
 // wait blocks for up to msec milliseconds (-1: no limit) and appends the
 // ready fds to evs[:0]. A signal ending the wait early (EINTR) is not an
-// error: it returns no events and the loop goes round again.
+// error: it returns no events and the loop goes round again. epoll hands
+// over no socket error with EPOLLERR, so err stays 0 and the loop asks
+// SO_ERROR; a peer's half-close is EPOLLRDHUP, which we never ask for, not
+// EPOLLHUP (both directions gone), so it shows only as EPOLLIN.
 func (p *poller) wait(evs []event, msec int) ([]event, error) {
 	n, err := unix.EpollWait(p.epfd, p.events, msec)
 	if err == unix.EINTR {

@@ -9,13 +9,7 @@ import "golang.org/x/sys/unix"
 // (A kqueue poller with the same method set is exercise 5 of the chapter.)
 // The methods below are never reached; they exist so that the package, and
 // the servers on it, build everywhere and say why they cannot run.
-type poller struct{ efd int }
-
-type event struct {
-	fd          int
-	read, write bool
-	hup         bool
-}
+type poller struct{}
 
 func newPoller() (*poller, error)                        { return nil, ErrUnsupported }
 func (*poller) add(int, bool, bool) error                { return ErrUnsupported }
