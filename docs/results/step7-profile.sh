@@ -139,7 +139,7 @@ for depth in $depths; do
     echo "server CPU by bucket (perf record, 2 s, $(jq -r '.msgs_per_s | floor' "$tmp/out.json") msgs/s while sampled):"
     perf report -i "$tmp/perf.data" --no-children --sort sym --stdio 2>/dev/null | bucket
     echo "top functions:"
-    perf report -i "$tmp/perf.data" --no-children --sort sym --stdio 2>/dev/null | awk '!/^#/ && NF >= 3' | head -12
+    perf report -i "$tmp/perf.data" --no-children --sort sym --stdio 2>/dev/null | awk '!/^#/ && NF >= 3 && ++n <= 12'
     if [ "$name" = step7 ]; then
       echo "Go CPU profile of step 7 (its whole run, go tool pprof -top):"
       go tool pprof -top -nodecount=18 "$tmp/step7" "$tmp/step7-$depth.pprof" 2>/dev/null | sed -n '5,26p' | sed 's/^/  /'

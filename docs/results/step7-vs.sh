@@ -49,6 +49,14 @@ else
   libuv_version=none
 fi
 
+# SERVERS picks a subset; EXTRA="name=binary ..." adds servers built
+# elsewhere (a change's before and after, say), run like the others.
+servers=${SERVERS:-$servers}
+for x in ${EXTRA:-}; do
+  cp "${x#*=}" "$tmp/${x%%=*}"
+  servers="$servers ${x%%=*}"
+done
+
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# $(go version | cut -d' ' -f3), libuv $libuv_version, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# servers pinned to CPU 0, client bench pinned to CPU 1; 100 conns, 64-byte messages, 1 s warm-up + $duration; $rounds rounds"
