@@ -24,6 +24,7 @@ go build -o "$tmp/step7" ./step7_eventloop_lib
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for mode in closed open; do
+  : >"$tmp/log" # empty it here: the last run's line must not be read as this one's
   taskset -c 0 "$tmp/step7" --loops 1 --port 0 2>"$tmp/log" &
   srv_pid=$!
   addr=

@@ -69,6 +69,7 @@ runs=$tmp/runs.tsv
 # "server depth msgs/s us/msg p50 p99" to the runs file.
 run() {
   local name=$1 depth=$2 log=$tmp/$1.log addr="" i
+  : >"$log" # empty it here: the last run's line must not be read as this one's
   taskset -c 0 "$tmp/$name" --port 0 2>"$log" &
   srv_pid=$!
   for i in $(seq 100); do
