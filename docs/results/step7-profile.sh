@@ -84,6 +84,7 @@ bucket() {
 start_server() {
   local name=$1 log=$tmp/$1.log
   shift
+  : >"$log" # empty it here: the last run's line must not be read as this one's
   taskset -c 0 "$tmp/$name" --port 0 "$@" 2>"$log" &
   srv_pid=$!
   addr=
