@@ -34,8 +34,8 @@ for mode in closed open; do
     sleep 0.05
   done
   args=(--conns 10 --size 64 --warmup 1s --duration 4s)
-  # 10 connections at 1000 msgs/s each: about what the closed loop does
-  # here, so the two carry the same load until the stall.
+  # 10 connections at 1000 msgs/s each: a load the server carries with
+  # room to spare, so what is left above a round trip is the stall's.
   [ "$mode" = open ] && args+=(--rate 1000)
   echo
   echo "\$ client bench ${args[*]} $addr    # $mode loop; SIGSTOP for 500 ms at 3 s"
