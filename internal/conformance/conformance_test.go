@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	steptest.Cleanup()
+	cleanupC()
 	os.Exit(code)
 }
 

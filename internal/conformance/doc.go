@@ -30,6 +30,7 @@
 //	step6-loops2  step6_epoll                      --loops 2   yes         yes                  2
 //	step7         step7_eventloop_lib                          yes         yes                  one per CPU
 //	step7-gnet    step7_eventloop_lib/gnetserver               yes         no (2)               one per CPU
+//	step7-libuv   step7_eventloop_lib/libuvserver (C)          yes         yes                  1 (3)
 //
 // (1) A sequential server's blocking write parks the whole server on the
 // flooder, so its memory stays flat; what it cannot do is serve anyone else.
@@ -37,6 +38,11 @@
 // reading its input, the library's best-known weakness: the reference
 // server's memory follows the flood. The case measures and logs its growth
 // and still requires the other client to be served promptly.
+// (3) The libuv reference server is C (server.c, no Go package): the row
+// builds it with cc and pkg-config, and skips with one line where libuv's
+// development files are not installed. libuv sheds load on EMFILE without
+// telling the server (emfileSheds): the emfile case then asserts that the
+// extra clients are closed at once, instead of an out-of-fds log line.
 //
 // Every step must survive running out of file descriptors. A row may say
 // otherwise (emfileDies, with the reason), and the emfile case then asserts
@@ -118,7 +124,7 @@
 // race-enabled program otherwise sleeps a second at exit, and every case
 // stops a server). On the 2-core machine this was written on, busy with
 // other builds (load average 8 to 25), the suite took about 30-35 s, and
-// about 60 s with -race, with all eleven rows.
+// about 60 s with -race, with all eleven rows (before the libuv row).
 //
 // TestHostExact and TestHostEmpty (host_test.go) hold every step to the
 // address it is given: with --host 0.0.0.0 a connection to [::1] is

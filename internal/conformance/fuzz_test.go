@@ -6,8 +6,6 @@ import (
 	"flag"
 	"strings"
 	"testing"
-
-	"concurrent-servers-go/internal/steptest"
 )
 
 var fuzzRows = flag.String("fuzz-rows", "step6,step6-edge,step6-loops2,step7,step7-gnet",
@@ -30,9 +28,9 @@ var fuzzRows = flag.String("fuzz-rows", "step6,step6-edge,step6-loops2,step7,ste
 func FuzzLive(f *testing.F) {
 	var names, addrs []string
 	for _, name := range strings.Split(*fuzzRows, ",") {
-		if r := rowNamed(name); r.exists() {
+		if r := rowNamed(name); r.exists() && (r.csrc == "" || haveLibuv()) {
 			names = append(names, name)
-			addrs = append(addrs, steptest.Start(f, r.pkg(), r.args...).Addr)
+			addrs = append(addrs, r.start(f).Addr)
 		}
 	}
 	if len(addrs) == 0 {

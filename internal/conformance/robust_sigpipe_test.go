@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"concurrent-servers-go/internal/stepproc"
-	"concurrent-servers-go/internal/steptest"
 )
 
 // TestLogGone starts every step with its stderr (its log) a pipe that the
@@ -38,7 +37,7 @@ func testLogGone(t *testing.T, r row) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(steptest.Build(t, r.pkg()), append([]string{"--port", "0"}, r.args...)...)
+	cmd := exec.Command(r.binary(t), append([]string{"--port", "0"}, r.args...)...)
 	cmd.Stdout = pw
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {

@@ -79,7 +79,7 @@ func TestSoak(t *testing.T) {
 // runtime.NumCPU (step7's loops) then sees one CPU.
 func startPinned(t *testing.T, r row) *steptest.Server {
 	r.present(t)
-	bin := steptest.Build(t, r.pkg())
+	bin := r.binary(t)
 	args := append([]string{"--port", "0"}, r.args...)
 	if ts, err := exec.LookPath("taskset"); err == nil {
 		pinned = "server on CPU 0 (taskset)"

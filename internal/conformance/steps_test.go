@@ -4,6 +4,7 @@ package conformance
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -38,10 +39,22 @@ type row struct {
 	// the gnet reference server sets it, since the library decides.
 	emfileDies string
 
+	// emfileSheds, when set, says why the server does not log running out
+	// of file descriptors: its library sheds the load itself, accepting
+	// and closing every queued connection at once. The emfile case then
+	// asserts that the extra clients are closed (not left hanging), and
+	// still that the server does not spin and serves again.
+	emfileSheds string
+
 	// acceptors is how many accept loops back off on their own when out of
 	// file descriptors; each logs once per burst, so a burst may log up to
 	// this many lines.
 	acceptors int
+
+	// csrc, when set, is a C server's source file (relative to the module
+	// root) instead of a Go main package in dir: built with cc against
+	// libuv, and skipped with one line where libuv is not installed.
+	csrc string
 }
 
 func (r row) pkg() string { return "concurrent-servers-go/" + r.dir }
@@ -80,6 +93,10 @@ var rows = []row{
 			"(the library's best-known weakness), so the reference server's memory follows the flood",
 		emfileDies: "gnet v2.9.7 treats any accept error but EINTR, EAGAIN, ECONNRESET and ECONNABORTED as fatal " +
 			"and shuts the whole engine down (acceptor_unix.go); gnetserver then exits 1 with one clear line"},
+	{name: "step7-libuv", dir: "step7_eventloop_lib/libuvserver", csrc: "step7_eventloop_lib/libuvserver/server.c",
+		acceptors: 1, concurrent: true, boundedSlowReader: true,
+		emfileSheds: "libuv 1.x keeps a spare fd; on EMFILE it closes it, accepts and closes every queued " +
+			"connection, and takes the spare back (uv__emfile_trick), without calling the server"},
 }
 
 // moduleRoot is where go.mod is: the tests run in internal/conformance.
@@ -93,11 +110,27 @@ func (r row) present(t testing.TB) {
 	if !r.exists() {
 		t.Skipf("%s is not in this checkout yet (no %s/main.go): row %s skipped", r.dir, r.dir, r.name)
 	}
+	if r.csrc != "" && !haveLibuv() {
+		t.Skipf("libuv development files not installed (pkg-config --exists libuv fails): row %s skipped", r.name)
+	}
 }
 
 func (r row) exists() bool {
-	_, err := os.Stat(filepath.Join(moduleRoot, r.dir, "main.go"))
+	file := filepath.Join(r.dir, "main.go")
+	if r.csrc != "" {
+		file = r.csrc
+	}
+	_, err := os.Stat(filepath.Join(moduleRoot, file))
 	return err == nil
+}
+
+// binary builds the row's server (once per test binary) and returns its path.
+func (r row) binary(t testing.TB) string {
+	t.Helper()
+	if r.csrc != "" {
+		return buildC(t, filepath.Join(moduleRoot, r.csrc))
+	}
+	return steptest.Build(t, r.pkg())
 }
 
 // rowNamed is the row called name.
@@ -114,5 +147,5 @@ func rowNamed(name string) row {
 func (r row) start(t testing.TB) *steptest.Server {
 	t.Helper()
 	r.present(t)
-	return steptest.Start(t, r.pkg(), r.args...)
+	return steptest.StartCmd(t, exec.Command(r.binary(t), append([]string{"--port", "0"}, r.args...)...))
 }

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"concurrent-servers-go/internal/sock"
 )
 
 // Conn is one connection. Its methods are for the goroutine of its loop,
@@ -100,7 +98,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(c.out) == 0 {
 		// Nothing queued before us: try the socket. On loopback this
 		// nearly always takes everything, and nothing is copied.
-		w, err := sock.Write(c.fd, p)
+		w, err := write(c.fd, p)
 		if err != nil && err != unix.EAGAIN {
 			c.err = err // EPIPE, ECONNRESET: the peer is gone
 			return 0, err
@@ -120,7 +118,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 
 // flush writes pending output when the socket is writable again.
 func (c *Conn) flush() {
-	w, err := sock.Write(c.fd, c.out)
+	w, err := write(c.fd, c.out)
 	if err != nil && err != unix.EAGAIN {
 		c.err = err
 		return

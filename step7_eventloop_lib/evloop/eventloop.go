@@ -252,7 +252,7 @@ func (l *loop) serve(c *Conn, ev event) {
 // OnTraffic. One read per event keeps the loop fair: a connection with more
 // to send is reported again on the next round (level-triggered).
 func (l *loop) read(c *Conn) {
-	n, err := sock.Read(c.fd, l.buf)
+	n, err := read(c.fd, l.buf)
 	switch {
 	case err == unix.EAGAIN:
 		return // a spurious wake-up; nothing to read after all

@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -79,7 +80,16 @@ func (p *poller) del(fd int) error {
 // SO_ERROR; a peer's half-close is EPOLLRDHUP, which we never ask for, not
 // EPOLLHUP (both directions gone), so it shows only as EPOLLIN.
 func (p *poller) wait(evs []event, msec int) ([]event, error) {
-	n, err := unix.EpollWait(p.epfd, p.events, msec)
+	var n int
+	var err error
+	if msec == 0 {
+		// A poll that cannot sleep: a raw syscall (see read below).
+		n, err = epollPoll(p.epfd, p.events)
+	} else {
+		// One that may sleep must tell the runtime, which then lends our
+		// P to other goroutines meanwhile: unix.EpollWait does.
+		n, err = unix.EpollWait(p.epfd, p.events, msec)
+	}
 	if err == unix.EINTR {
 		return evs[:0], nil
 	}
@@ -132,4 +142,61 @@ func accept(lfd int) (int, unix.Sockaddr, error) {
 		return err
 	})
 	return nfd, sa, err
+}
+
+// The loop's hot syscalls cannot block: every socket is non-blocking, so
+// read and write return EAGAIN rather than wait, and a poll with a zero
+// timeout returns at once. For those the runtime's bookkeeping around a
+// syscall (entersyscall and exitsyscall: mark the P as lent out, so that
+// another thread may take it if the call blocks, and take it back after)
+// is pure cost, paid twice per message. RawSyscall skips it. That is safe
+// only for a call that returns in microseconds: while it runs, the P and
+// every goroutine queued on it wait, and a raw call that blocked would
+// stall them all (with GOMAXPROCS=1, the whole program) until a signal
+// ended it. So the sleeping epoll_wait above keeps unix.EpollWait.
+
+// read is read(2) on a non-blocking fd, as a raw syscall, EINTR retried.
+func read(fd int, p []byte) (int, error) {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(bufPtr(p)), uintptr(len(p)))
+		if e == 0 {
+			return int(n), nil
+		}
+		if e != unix.EINTR {
+			return 0, e
+		}
+	}
+}
+
+// write is write(2) on a non-blocking fd, as a raw syscall, EINTR retried.
+func write(fd int, p []byte) (int, error) {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(bufPtr(p)), uintptr(len(p)))
+		if e == 0 {
+			return int(n), nil
+		}
+		if e != unix.EINTR {
+			return 0, e
+		}
+	}
+}
+
+// epollPoll is epoll_wait with a zero timeout, as a raw syscall. It uses
+// epoll_pwait, which every Linux architecture has (arm64 has no
+// epoll_wait); a nil signal mask makes it epoll_wait.
+func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// bufPtr is the address of p's first byte, or nil for an empty p.
+func bufPtr(p []byte) unsafe.Pointer {
+	if len(p) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&p[0])
 }
