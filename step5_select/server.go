@@ -73,7 +73,7 @@ func (s *server) serve() error {
 		var timeout *unix.Timeval // nil: sleep until something is ready
 		if wait := time.Until(s.acceptAt); wait > 0 {
 			// Backing off after EMFILE: leave the listener out, or
-			// select would report it ready at once, again and again.
+			// the kernel would report it ready at once, again and again.
 			tv := unix.NsecToTimeval(wait.Nanoseconds())
 			timeout = &tv
 		} else {
@@ -183,7 +183,7 @@ func (s *server) handle(c *conn, readable bool) {
 		n, err := sock.Read(c.fd, s.buf)
 		switch {
 		case err == unix.EAGAIN:
-			// Spurious readiness: nothing after all. Select again.
+			// Spurious readiness: nothing after all. Wait again.
 		case err != nil:
 			// ECONNRESET: the client reset. It costs this client only.
 			s.drop(c, os.NewSyscallError("read", err))

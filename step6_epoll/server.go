@@ -73,7 +73,7 @@ func (s *server) serve() error {
 		timeout := time.Duration(-1) // negative: sleep until something is ready
 		if wait := time.Until(s.acceptAt); wait > 0 {
 			// Backing off after EMFILE: leave the listener out, or
-			// epoll would report it ready at once, again and again.
+			// the kernel would report it ready at once, again and again.
 			timeout = wait
 		} else {
 			s.resume()
