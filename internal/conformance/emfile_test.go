@@ -1,5 +1,3 @@
-//go:build linux
-
 package conformance
 
 import (
@@ -33,24 +31,22 @@ var outOfFDs = regexp.MustCompile(`(?im)^.*(level=(WARN|ERROR)|\[(WARN|ERROR)\])
 // sequential server's limit be raised again: only the soft limit is
 // lowered, and a process may always raise its soft limit up to the hard.
 func testEMFILE(t *testing.T, r row, srv *steptest.Server) {
+	steptest.NeedsLinux(t, "prlimit(2) on a running server")
 	pid := srv.PID()
 	hold := 4
 	if !r.concurrent {
 		hold = 0
 	}
-	var old unix.Rlimit
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
-		t.Fatalf("prlimit: %v", err)
-	}
-	low := unix.Rlimit{Cur: fdLimitFor(t, pid, hold), Max: old.Max}
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &low, nil); err != nil {
+	low := fdLimitFor(t, pid, hold)
+	restoreLimit, err := lowerNofile(pid, low)
+	if err != nil {
 		t.Fatalf("prlimit: %v", err)
 	}
 	restored := false
 	restore := func() {
 		if !restored {
 			restored = true
-			err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil)
+			err := restoreLimit()
 			if err != nil && !errors.Is(err, unix.ESRCH) { // ESRCH: it died, reported already
 				t.Fatalf("prlimit: %v", err)
 			}
@@ -105,11 +101,11 @@ func testEMFILE(t *testing.T, r row, srv *steptest.Server) {
 		shed := shedClients(conns, 5*time.Second)
 		if shed == 0 {
 			t.Fatalf("with RLIMIT_NOFILE %d and %d clients, none was closed by the server within 5s, though the table says: %s\n%s",
-				low.Cur, len(conns), r.emfileSheds, srv.Log())
+				low, len(conns), r.emfileSheds, srv.Log())
 		}
 		t.Logf("%d of %d clients shed (closed by the server at once): %s", shed, len(conns), r.emfileSheds)
 	} else if !srv.WaitLog(outOfFDs, 10*time.Second) {
-		t.Fatalf("with RLIMIT_NOFILE %d and %d clients, no out-of-fds log line within 10s:\n%s", low.Cur, len(conns), srv.Log())
+		t.Fatalf("with RLIMIT_NOFILE %d and %d clients, no out-of-fds log line within 10s:\n%s", low, len(conns), srv.Log())
 	}
 	if r.emfileDies != "" {
 		for i := 0; i < 250 && !srv.Exited(); i++ {

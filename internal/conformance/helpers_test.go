@@ -1,5 +1,3 @@
-//go:build linux
-
 package conformance
 
 import (
@@ -217,6 +215,7 @@ func clip(b []byte) []byte {
 
 // fdCount is how many file descriptors pid has open.
 func fdCount(t testing.TB, pid int) int {
+	steptest.NeedsLinux(t, "/proc/PID/fd")
 	t.Helper()
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -230,6 +229,7 @@ func fdCount(t testing.TB, pid int) int {
 // number is at or above the soft limit. Free numbers below the highest
 // open fd (holes) count as room too.
 func fdLimitFor(t testing.TB, pid, room int) uint64 {
+	steptest.NeedsLinux(t, "/proc/PID/fd")
 	t.Helper()
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -255,6 +255,7 @@ func fdLimitFor(t testing.TB, pid, room int) uint64 {
 // status reads one numeric field of /proc/PID/status: "VmRSS" and "VmHWM"
 // in KiB, "Threads" as a count.
 func status(t testing.TB, pid int, field string) int {
+	steptest.NeedsLinux(t, "/proc/PID/status")
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -279,6 +280,7 @@ const clockTick = 100
 
 // cpuTime is the CPU time pid has used so far, user plus system.
 func cpuTime(t testing.TB, pid int) time.Duration {
+	steptest.NeedsLinux(t, "/proc/PID/stat")
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -300,6 +302,7 @@ func cpuTime(t testing.TB, pid int) time.Duration {
 type fdSet map[string]string
 
 func fds(t testing.TB, pid int) fdSet {
+	steptest.NeedsLinux(t, "/proc/PID/fd")
 	t.Helper()
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
