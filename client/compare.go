@@ -267,11 +267,12 @@ func buildAll(ctx context.Context, root, dir string, steps []step) map[string]bu
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, runtime.NumCPU())
+	seen := map[string]bool{} // this goroutine's own: out is shared with the builds
 	for _, s := range steps {
-		if _, dup := out[s.name]; dup || s.err != nil {
+		if seen[s.name] || s.err != nil {
 			continue
 		}
-		out[s.name] = built{}
+		seen[s.name] = true
 		wg.Go(func() {
 			slots <- struct{}{}
 			defer func() { <-slots }()
