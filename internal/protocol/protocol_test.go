@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -147,12 +148,44 @@ func FuzzMachine(f *testing.F) {
 	})
 }
 
-func BenchmarkFeed(b *testing.B) {
-	in := bytes.Repeat([]byte("^abc$de^abte$f"), 4096/14)
+// The inputs of the benchmarks below, about 4 KiB each, the size of one
+// server read under load.
+var (
+	// Short messages with noise between them: two to six bytes inside,
+	// zero to four outside, from a fixed generator so every run feeds the
+	// same bytes. The worst case for a loop that scans ahead for '$'.
+	benchShort = func() []byte {
+		r := rand.New(rand.NewPCG(1, 2))
+		var in []byte
+		for len(in) < 4096 {
+			in = append(in, '^')
+			for range 2 + r.IntN(5) {
+				in = append(in, 'a'+byte(r.IntN(26)))
+			}
+			in = append(in, '$')
+			for range r.IntN(5) {
+				in = append(in, 'x')
+			}
+		}
+		return in
+	}()
+	// The classic client session of docs/protocol.md, repeated.
+	benchClassic = bytes.Repeat([]byte("^abc$de^abte$fxyz^12325$^ab0000$abab"), 4096/36)
+	// One long message, what `client bench` sends: one '^', then only
+	// message bytes.
+	benchLong = append([]byte{'^'}, bytes.Repeat([]byte("0123456789abcdef"), 4096/16)...)
+)
+
+func benchFeed(b *testing.B, in []byte) {
 	buf := make([]byte, 0, len(in))
 	b.SetBytes(int64(len(in)))
 	var m Machine
 	for b.Loop() {
+		m.State = WaitForMsg
 		buf = m.Feed(buf[:0], in)
 	}
 }
+
+func BenchmarkFeedShort(b *testing.B)   { benchFeed(b, benchShort) }
+func BenchmarkFeedClassic(b *testing.B) { benchFeed(b, benchClassic) }
+func BenchmarkFeedLong(b *testing.B)    { benchFeed(b, benchLong) }
