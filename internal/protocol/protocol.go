@@ -69,10 +69,19 @@ type Machine struct {
 // more than they save.
 func (m *Machine) Feed(dst, in []byte) []byte {
 	st := m.State
+	if st == WaitForMsg {
+		// Skip the noise before the first message at vector speed, and
+		// when there is no message at all return before growing dst.
+		i := bytes.IndexByte(in, '^')
+		if i < 0 {
+			return dst
+		}
+		in, st = in[i+1:], InMsg
+	}
 	dst = slices.Grow(dst, len(in)) // the answer is never longer than in
 	out := dst[len(dst):cap(dst)]
 	n := 0   // answer bytes stored in out
-	run := 0 // bytes of the current message so far
+	run := 0 // bytes of the current message answered one by one
 	for i := 0; i < len(in); i++ {
 		b := in[i]
 		switch {
