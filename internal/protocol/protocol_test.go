@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -145,6 +146,109 @@ func FuzzMachine(f *testing.F) {
 		if (m.State == InMsg) != inMsg {
 			t.Fatalf("state after %q is %v, reference says inMsg=%v", in, m.State, inMsg)
 		}
+	})
+}
+
+// bytewise is Feed as it was first written, one byte and one append at a
+// time: the reference the faster Feed must match byte for byte and state for
+// state.
+func bytewise(st State, dst, in []byte) ([]byte, State) {
+	for _, b := range in {
+		switch {
+		case st == WaitForMsg:
+			if b == '^' {
+				st = InMsg
+			}
+		case b == '$':
+			st = WaitForMsg
+		default:
+			dst = append(dst, b+1)
+		}
+	}
+	return dst, st
+}
+
+// checkChunks feeds in through one Machine in the chunks that cuts (sorted
+// offsets into in) make, three ways: into a fresh dst, appending after a
+// prefix already in dst, and in place over a copy of the chunk. After every
+// chunk each must equal bytewise's answer and state.
+func checkChunks(t *testing.T, in []byte, cuts []int) {
+	t.Helper()
+	var m, p, q Machine
+	st := WaitForMsg
+	prefix := []byte("prefix")
+	from := 0
+	for _, to := range append(cuts, len(in)) {
+		chunk := in[from:to]
+		var want []byte
+		want, st = bytewise(st, nil, chunk)
+		got := m.Feed(nil, chunk)
+		after := p.Feed(append([]byte(nil), prefix...), chunk)
+		buf := append([]byte(nil), chunk...)
+		inPlace := q.Feed(buf[:0], buf)
+		switch {
+		case !bytes.Equal(got, want):
+			t.Fatalf("Feed(%q) of %q = %q, bytewise says %q", chunk, in, got, want)
+		case !bytes.Equal(after, append(append([]byte(nil), prefix...), want...)):
+			t.Fatalf("Feed(%q, %q) of %q = %q, want the prefix then %q", prefix, chunk, in, after, want)
+		case !bytes.Equal(inPlace, want):
+			t.Fatalf("Feed in place over %q of %q = %q, bytewise says %q", chunk, in, inPlace, want)
+		case m.State != st || p.State != st || q.State != st:
+			t.Fatalf("after %q of %q the states are %v %v %v, bytewise says %v", chunk, in, m.State, p.State, q.State, st)
+		}
+		from = to
+	}
+}
+
+// randomStream is n bytes drawn mostly from the bytes that matter to the
+// machine ('^', '$', 0xFF, 0x00) and a few letters, so that random inputs
+// have short and long messages, long noise and every edge, not the
+// '^'-less noise that uniform bytes would be.
+func randomStream(r *rand.Rand, n int) []byte {
+	alphabet := []byte{'^', '$', 0xff, 0x00, 'a', 'b', '#', '_'}
+	in := make([]byte, n)
+	// A per-stream weight for the two delimiters, from frequent (short
+	// messages) to rare (messages far longer than Feed's short cut).
+	w := 2 + r.IntN(60)
+	for i := range in {
+		if r.IntN(w) == 0 {
+			in[i] = alphabet[r.IntN(2)]
+		} else {
+			in[i] = alphabet[2+r.IntN(len(alphabet)-2)]
+		}
+	}
+	return in
+}
+
+// randomCuts is up to k sorted offsets into a stream of n bytes.
+func randomCuts(r *rand.Rand, n, k int) []int {
+	cuts := make([]int, r.IntN(k+1))
+	for i := range cuts {
+		cuts[i] = r.IntN(n + 1)
+	}
+	slices.Sort(cuts)
+	return cuts
+}
+
+// Feed against bytewise on a few thousand random streams, each split at
+// random points into reads.
+func TestFeedMatchesBytewise(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 11))
+	for range 3000 {
+		in := randomStream(r, r.IntN(300))
+		checkChunks(t, in, randomCuts(r, len(in), 6))
+	}
+}
+
+// FuzzFeedChunks does the same for the fuzzer's inputs, seed picking where
+// they are cut.
+func FuzzFeedChunks(f *testing.F) {
+	f.Add([]byte("^abc$de^abte$fxyz^12325$^ab0000$abab"), uint64(1))
+	f.Add(append([]byte("^"), bytes.Repeat([]byte{0xff}, 40)...), uint64(2))
+	f.Add([]byte("noise^0123456789abcdefghij$more^x"), uint64(3))
+	f.Fuzz(func(t *testing.T, in []byte, seed uint64) {
+		r := rand.New(rand.NewPCG(seed, seed>>32))
+		checkChunks(t, in, randomCuts(r, len(in), 4))
 	})
 }
 
