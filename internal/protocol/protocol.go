@@ -17,6 +17,11 @@
 // buffer that grows with it.
 package protocol
 
+import (
+	"bytes"
+	"slices"
+)
+
 // Ack is the byte a server sends as soon as it has accepted a connection. A
 // client's connect() returns once the kernel has queued the connection, long
 // before a busy server calls accept(); waiting for Ack makes the client's
@@ -54,21 +59,64 @@ type Machine struct {
 //
 // dst may be in[:0]: answer byte k is written only after input byte k has
 // been read, so a server can answer in place, over its read buffer.
+//
+// Two things make it fast. The answer is stored through an index into dst,
+// grown once, where append would check capacity and update the length per
+// byte. And a message that runs past a few bytes has the rest of it found
+// with bytes.IndexByte, which looks for the '$' with vector instructions, and
+// answered in a loop with no branch but its own. A message's first bytes go
+// one by one, because for a short one the call and setup of IndexByte cost
+// more than they save.
 func (m *Machine) Feed(dst, in []byte) []byte {
 	st := m.State
-	for _, b := range in {
+	if st == WaitForMsg {
+		// Skip the noise before the first message at vector speed, and
+		// when there is no message at all return before growing dst.
+		i := bytes.IndexByte(in, '^')
+		if i < 0 {
+			return dst
+		}
+		in, st = in[i+1:], InMsg
+	}
+	dst = slices.Grow(dst, len(in)) // the answer is never longer than in
+	out := dst[len(dst):cap(dst)]
+	n := 0   // answer bytes stored in out
+	run := 0 // bytes of the current message answered one by one
+	for i := 0; i < len(in); i++ {
+		b := in[i]
 		switch {
 		case st == WaitForMsg:
 			if b == '^' {
-				st = InMsg
+				st, run = InMsg, 0
 			}
 		case b == '$':
 			st = WaitForMsg
 		default:
 			// Byte arithmetic wraps, so 0xFF is answered with 0x00.
-			dst = append(dst, b+1)
+			out[n] = b + 1
+			n++
+			if run++; run < short {
+				continue
+			}
+			// A long message: answer the rest of it, up to its '$' or the
+			// end of in, at once.
+			rest := in[i+1:]
+			if end := bytes.IndexByte(rest, '$'); end >= 0 {
+				rest = rest[:end]
+			}
+			span := out[n : n+len(rest)]
+			for k, c := range rest {
+				span[k] = c + 1
+			}
+			n += len(rest)
+			i += len(rest)
+			run = 0
 		}
 	}
 	m.State = st
-	return dst
+	return dst[:len(dst)+n]
 }
+
+// short is how many bytes of a message Feed answers one by one before it
+// looks for the message's end with bytes.IndexByte.
+const short = 16

@@ -2,6 +2,8 @@ package protocol
 
 import (
 	"bytes"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -147,12 +149,147 @@ func FuzzMachine(f *testing.F) {
 	})
 }
 
-func BenchmarkFeed(b *testing.B) {
-	in := bytes.Repeat([]byte("^abc$de^abte$f"), 4096/14)
+// bytewise is Feed as it was first written, one byte and one append at a
+// time: the reference the faster Feed must match byte for byte and state for
+// state.
+func bytewise(st State, dst, in []byte) ([]byte, State) {
+	for _, b := range in {
+		switch {
+		case st == WaitForMsg:
+			if b == '^' {
+				st = InMsg
+			}
+		case b == '$':
+			st = WaitForMsg
+		default:
+			dst = append(dst, b+1)
+		}
+	}
+	return dst, st
+}
+
+// checkChunks feeds in through one Machine in the chunks that cuts (sorted
+// offsets into in) make, three ways: into a fresh dst, appending after a
+// prefix already in dst, and in place over a copy of the chunk. After every
+// chunk each must equal bytewise's answer and state.
+func checkChunks(t *testing.T, in []byte, cuts []int) {
+	t.Helper()
+	var m, p, q Machine
+	st := WaitForMsg
+	prefix := []byte("prefix")
+	from := 0
+	for _, to := range append(cuts, len(in)) {
+		chunk := in[from:to]
+		var want []byte
+		want, st = bytewise(st, nil, chunk)
+		got := m.Feed(nil, chunk)
+		after := p.Feed(append([]byte(nil), prefix...), chunk)
+		buf := append([]byte(nil), chunk...)
+		inPlace := q.Feed(buf[:0], buf)
+		switch {
+		case !bytes.Equal(got, want):
+			t.Fatalf("Feed(%q) of %q = %q, bytewise says %q", chunk, in, got, want)
+		case !bytes.Equal(after, append(append([]byte(nil), prefix...), want...)):
+			t.Fatalf("Feed(%q, %q) of %q = %q, want the prefix then %q", prefix, chunk, in, after, want)
+		case !bytes.Equal(inPlace, want):
+			t.Fatalf("Feed in place over %q of %q = %q, bytewise says %q", chunk, in, inPlace, want)
+		case m.State != st || p.State != st || q.State != st:
+			t.Fatalf("after %q of %q the states are %v %v %v, bytewise says %v", chunk, in, m.State, p.State, q.State, st)
+		}
+		from = to
+	}
+}
+
+// randomStream is n bytes drawn mostly from the bytes that matter to the
+// machine ('^', '$', 0xFF, 0x00) and a few letters, so that random inputs
+// have short and long messages, long noise and every edge, not the
+// '^'-less noise that uniform bytes would be.
+func randomStream(r *rand.Rand, n int) []byte {
+	alphabet := []byte{'^', '$', 0xff, 0x00, 'a', 'b', '#', '_'}
+	in := make([]byte, n)
+	// A per-stream weight for the two delimiters, from frequent (short
+	// messages) to rare (messages far longer than Feed's short cut).
+	w := 2 + r.IntN(60)
+	for i := range in {
+		if r.IntN(w) == 0 {
+			in[i] = alphabet[r.IntN(2)]
+		} else {
+			in[i] = alphabet[2+r.IntN(len(alphabet)-2)]
+		}
+	}
+	return in
+}
+
+// randomCuts is up to k sorted offsets into a stream of n bytes.
+func randomCuts(r *rand.Rand, n, k int) []int {
+	cuts := make([]int, r.IntN(k+1))
+	for i := range cuts {
+		cuts[i] = r.IntN(n + 1)
+	}
+	slices.Sort(cuts)
+	return cuts
+}
+
+// Feed against bytewise on a few thousand random streams, each split at
+// random points into reads.
+func TestFeedMatchesBytewise(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 11))
+	for range 3000 {
+		in := randomStream(r, r.IntN(300))
+		checkChunks(t, in, randomCuts(r, len(in), 6))
+	}
+}
+
+// FuzzFeedChunks does the same for the fuzzer's inputs, seed picking where
+// they are cut.
+func FuzzFeedChunks(f *testing.F) {
+	f.Add([]byte("^abc$de^abte$fxyz^12325$^ab0000$abab"), uint64(1))
+	f.Add(append([]byte("^"), bytes.Repeat([]byte{0xff}, 40)...), uint64(2))
+	f.Add([]byte("noise^0123456789abcdefghij$more^x"), uint64(3))
+	f.Fuzz(func(t *testing.T, in []byte, seed uint64) {
+		r := rand.New(rand.NewPCG(seed, seed>>32))
+		checkChunks(t, in, randomCuts(r, len(in), 4))
+	})
+}
+
+// The inputs of the benchmarks below, about 4 KiB each, the size of one
+// server read under load.
+var (
+	// Short messages with noise between them: two to six bytes inside,
+	// zero to four outside, from a fixed generator so every run feeds the
+	// same bytes. The worst case for a loop that scans ahead for '$'.
+	benchShort = func() []byte {
+		r := rand.New(rand.NewPCG(1, 2))
+		var in []byte
+		for len(in) < 4096 {
+			in = append(in, '^')
+			for range 2 + r.IntN(5) {
+				in = append(in, 'a'+byte(r.IntN(26)))
+			}
+			in = append(in, '$')
+			for range r.IntN(5) {
+				in = append(in, 'x')
+			}
+		}
+		return in
+	}()
+	// The classic client session of docs/protocol.md, repeated.
+	benchClassic = bytes.Repeat([]byte("^abc$de^abte$fxyz^12325$^ab0000$abab"), 4096/36)
+	// One long message, what `client bench` sends: one '^', then only
+	// message bytes.
+	benchLong = append([]byte{'^'}, bytes.Repeat([]byte("0123456789abcdef"), 4096/16)...)
+)
+
+func benchFeed(b *testing.B, in []byte) {
 	buf := make([]byte, 0, len(in))
 	b.SetBytes(int64(len(in)))
 	var m Machine
 	for b.Loop() {
+		m.State = WaitForMsg
 		buf = m.Feed(buf[:0], in)
 	}
 }
+
+func BenchmarkFeedShort(b *testing.B)   { benchFeed(b, benchShort) }
+func BenchmarkFeedClassic(b *testing.B) { benchFeed(b, benchClassic) }
+func BenchmarkFeedLong(b *testing.B)    { benchFeed(b, benchLong) }
