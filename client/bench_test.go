@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"concurrent-servers-go/client/procstat"
+	"concurrent-servers-go/internal/procstat"
 	"concurrent-servers-go/internal/steptest"
 )
 

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"concurrent-servers-go/client/procstat"
+	"concurrent-servers-go/internal/procstat"
 	"concurrent-servers-go/internal/steptest"
 )
 

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"concurrent-servers-go/client/procstat"
+	"concurrent-servers-go/internal/procstat"
 )
 
 // This file reads what a hold run costs outside the client: the server's

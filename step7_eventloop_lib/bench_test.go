@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"concurrent-servers-go/client/procstat"
+	"concurrent-servers-go/internal/procstat"
 	"concurrent-servers-go/internal/sock"
 	"concurrent-servers-go/internal/steptest"
 )

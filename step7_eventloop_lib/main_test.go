@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"concurrent-servers-go/client/procstat"
+	"concurrent-servers-go/internal/procstat"
 	"concurrent-servers-go/internal/protocol"
 	"concurrent-servers-go/internal/steptest"
 )

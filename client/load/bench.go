@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"concurrent-servers-go/client/procstat"
+	"concurrent-servers-go/internal/procstat"
 )
 
 // BenchOptions configures Bench.
