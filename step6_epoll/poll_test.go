@@ -5,25 +5,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"concurrent-servers-go/internal/steptest"
 )
 
 // The poller contract of poll.go, checked on a connected pair of sockets:
 // what server.go relies on, whichever kernel interface is underneath.
 func TestPollerContract(t *testing.T) {
-	// No SOCK_NONBLOCK here: macOS lacks it, and this test holds kqueue.go
-	// to the contract as it holds epoll.go.
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := fds[0], fds[1]
-	for _, fd := range fds {
-		if err := unix.SetNonblock(fd, true); err != nil {
-			t.Fatal(err)
-		}
-	}
-	defer unix.Close(a)
-	defer unix.Close(b)
+	a, b := steptest.SocketPair(t)
 	p, err := newPoller(false)
 	if err != nil {
 		t.Fatal(err)

@@ -5,25 +5,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"concurrent-servers-go/internal/steptest"
 )
 
 // The poller contract of poller.go, checked on a connected pair of
 // sockets. Here it holds poller_linux.go to it; on macOS and FreeBSD the
 // same test holds poller_kqueue.go.
 func TestPollerContract(t *testing.T) {
-	// No SOCK_NONBLOCK: macOS lacks it.
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := fds[0], fds[1]
-	defer unix.Close(a)
-	defer unix.Close(b)
-	for _, fd := range fds {
-		if err := unix.SetNonblock(fd, true); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b := steptest.SocketPair(t)
 	p, err := newPoller()
 	if err != nil {
 		t.Fatal(err)
