@@ -19,6 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// waitCall names the call poller.wait makes, for serve's error message.
+const waitCall = "epoll_wait"
+
 // poller is one epoll instance and the arrays one epoll_wait fills.
 type poller struct {
 	epfd   int

@@ -21,6 +21,9 @@ import (
 	"concurrent-servers-go/internal/sock"
 )
 
+// waitCall names the call poller.wait makes, for serve's error message.
+const waitCall = "kevent"
+
 // poller is one kqueue and the arrays one kevent wait fills.
 type poller struct {
 	kq     int

@@ -86,7 +86,7 @@ func (s *server) serve() error {
 			continue // a signal (the runtime preempting us, say) cut the wait short
 		}
 		if err != nil {
-			return os.NewSyscallError("epoll_wait", err)
+			return os.NewSyscallError(waitCall, err)
 		}
 		s.waits++
 		for _, ev := range events {
