@@ -38,7 +38,7 @@ func main() {
 				}
 				defer stop()
 			}
-			return serve(ctx, env, loops)
+			return serve(ctx, env.Host, env.Port, loops, env.Log, env.Listening)
 		},
 	})
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
-	"concurrent-servers-go/internal/app"
 	"concurrent-servers-go/internal/protocol"
 	"concurrent-servers-go/internal/sock"
 )
@@ -21,18 +20,21 @@ import (
 // callback by callback.
 type server struct {
 	gnet.BuiltinEventEngine
-	ctx context.Context
-	env *app.Env
+	ctx       context.Context
+	log       *slog.Logger
+	listening func(addr string) // told the bound address once gnet listens
 }
 
-func serve(ctx context.Context, env *app.Env, loops int) error {
-	addr := "tcp://" + net.JoinHostPort(env.Host, strconv.Itoa(env.Port))
+// serve runs gnet until ctx ends. Like step 7's server it takes what it
+// needs, not the command line's whole environment.
+func serve(ctx context.Context, host string, port, loops int, log *slog.Logger, listening func(string)) error {
+	addr := "tcp://" + net.JoinHostPort(host, strconv.Itoa(port))
 	// Without WithReusePort gnet runs a main reactor that accepts and hands
 	// connections to the sub-reactors (evloop picks SO_REUSEPORT instead).
 	// That also keeps --port 0 simple: there is one listener to ask.
-	err := gnet.Run(&server{ctx: ctx, env: env}, addr,
+	err := gnet.Run(&server{ctx: ctx, log: log, listening: listening}, addr,
 		gnet.WithMulticore(true), gnet.WithNumEventLoop(loops),
-		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLogger(slogger{env.Log}))
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLogger(slogger{log}))
 	if err == nil && ctx.Err() == nil {
 		// gnet v2.9.7 shuts the whole engine down when accept fails, even
 		// for EMFILE, and Run then returns nil. Nobody asked us to stop:
@@ -47,16 +49,16 @@ func serve(ctx context.Context, env *app.Env, loops int) error {
 func (s *server) OnBoot(eng gnet.Engine) gnet.Action {
 	fd, err := eng.Dup()
 	if err != nil {
-		s.env.Log.Error("dup listener", "err", err)
+		s.log.Error("dup listener", "err", err)
 		return gnet.Shutdown
 	}
 	sa, err := unix.Getsockname(fd)
 	unix.Close(fd)
 	if err != nil {
-		s.env.Log.Error("getsockname", "err", os.NewSyscallError("getsockname", err))
+		s.log.Error("getsockname", "err", os.NewSyscallError("getsockname", err))
 		return gnet.Shutdown
 	}
-	s.env.Listening(sock.AddrPort(sa).String())
+	s.listening(sock.AddrPort(sa).String())
 	context.AfterFunc(s.ctx, func() { eng.Stop(context.Background()) })
 	return gnet.None
 }
@@ -80,7 +82,7 @@ func (s *server) OnTraffic(c gnet.Conn) gnet.Action {
 
 func (s *server) OnClose(c gnet.Conn, err error) gnet.Action {
 	if err != nil {
-		s.env.Log.Debug("connection", "peer", c.RemoteAddr(), "err", err)
+		s.log.Debug("connection", "peer", c.RemoteAddr(), "err", err)
 	}
 	return gnet.None
 }
