@@ -38,7 +38,9 @@ func serve(ctx context.Context, ln net.Listener, log *slog.Logger) {
 				sock.Sleep(ctx, d)
 				continue
 			}
+			d, _ := backoff.Next()
 			log.Warn("accept", "err", err)
+			sock.Sleep(ctx, d) // anything else: back off too, never spin
 			continue
 		}
 		backoff.Reset()
