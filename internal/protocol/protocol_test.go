@@ -85,6 +85,33 @@ func TestProtocolAllBytes(t *testing.T) {
 	}
 }
 
+// addOne, eight bytes at a time, gives every byte value its successor at
+// every position of a word and in the tail after the last whole word, both
+// into another buffer and in place.
+func TestAddOneEveryByte(t *testing.T) {
+	for n := range 20 {
+		for v := range 256 {
+			for at := range n {
+				src := bytes.Repeat([]byte{0x7F}, n)
+				src[at] = byte(v)
+				want := make([]byte, n)
+				for k, c := range src {
+					want[k] = c + 1
+				}
+				dst := make([]byte, n)
+				addOne(dst, src)
+				if !bytes.Equal(dst, want) {
+					t.Fatalf("n=%d byte %#02x at %d: got % x, want % x", n, v, at, dst, want)
+				}
+				addOne(src, src)
+				if !bytes.Equal(src, want) {
+					t.Fatalf("in place, n=%d byte %#02x at %d: got % x, want % x", n, v, at, src, want)
+				}
+			}
+		}
+	}
+}
+
 // Feeding in place, over the input's own buffer, gives the same answer.
 func TestFeedInPlace(t *testing.T) {
 	in := []byte("^abc$de^abte$fxyz^12325$^ab0000$abab")
