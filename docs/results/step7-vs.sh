@@ -90,8 +90,8 @@ run() {
     echo "$name depth $depth: no server CPU figure, run left out" >&2
     return
   fi
-  jq -r --arg s "$name" --arg d "$depth" \
-    '[$s, $d, .msgs_per_s, (.server_cpu_per_msg_s * 1e6), (.latency_s.p50 * 1e6), (.latency_s.p99 * 1e6)] | @tsv' \
+  jq -r --arg s "$name" --arg d "$depth" --arg r "$round" \
+    '[$s, $d, .msgs_per_s, (.server_cpu_per_msg_s * 1e6), (.latency_s.p50 * 1e6), (.latency_s.p99 * 1e6), $r] | @tsv' \
     "$tmp/out.json" >>"$runs"
   tail -1 "$runs" | awk -v r="$round" '{ printf "%-6s %5s %5s %10.0f %10.3f %8.0f %8.0f\n", r, $2, $1, $3, $4, $5, $6 }'
 }
@@ -109,24 +109,46 @@ for round in $(seq "$rounds"); do
 done
 
 # Medians per server and depth, then the ratios of CPU per message to
-# gnet's and libuv's (below 1: cheaper than them).
+# gnet's and libuv's (below 1: cheaper than them), two ways. "÷ gnet" is
+# the ratio of the medians. "per round" divides each run by the same
+# round's gnet (or libuv) run, at most a minute apart, and gives the median
+# of those ratios with the lowest and highest: a slow minute of the machine
+# moves both runs of a pair, so these spread less than the medians do, and
+# a range that straddles 1.00 is a tie.
 echo
-echo "| server | in flight | msgs/s | server µs/msg | p50 µs | p99 µs | µs/msg ÷ gnet | µs/msg ÷ libuv |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| server | in flight | msgs/s | server µs/msg | p50 µs | p99 µs | µs/msg ÷ gnet | µs/msg ÷ libuv | ÷ gnet per round | ÷ libuv per round |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for depth in $depths; do
   for s in $servers; do
     awk -v s="$s" -v d="$depth" '$1 == s && $2 == d' "$runs"
   done
 done | awk '
-  function median(list,   n, a, i, j, t) {
+  function sort(list, a,   n, i, j, t) {
     n = split(list, a, " ")
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n
+  }
+  function median(list,   n, a) {
+    n = sort(list, a)
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  # paired: the per-round ratios of server k to server ref at the same depth.
+  function paired(k, ref,   sd, r, list, n, a) {
+    split(k, sd, SUBSEP)
+    list = ""
+    for (r = 1; r <= maxround; r++)
+      if (((k SUBSEP r) in one) && ((ref SUBSEP sd[2] SUBSEP r) in one))
+        list = list " " one[k SUBSEP r] / one[ref SUBSEP sd[2] SUBSEP r]
+    if (list == "") return "n/a"
+    n = sort(list, a)
+    return sprintf("%.2f [%.2f–%.2f]", median(list), a[1], a[n])
   }
   {
     k = $1 SUBSEP $2
     if (!(k in seen)) { seen[k] = 1; keys[++nk] = k }
     tput[k] = tput[k] " " $3; cpu[k] = cpu[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6
+    one[k SUBSEP $7] = $4
+    if ($7 + 0 > maxround) maxround = $7 + 0
   }
   END {
     for (i = 1; i <= nk; i++) { k = keys[i]; mc[k] = median(cpu[k]) }
@@ -134,7 +156,7 @@ done | awk '
       k = keys[i]; split(k, sd, SUBSEP)
       g = (("gnet" SUBSEP sd[2]) in mc) ? sprintf("%.2f", mc[k] / mc["gnet" SUBSEP sd[2]]) : "n/a"
       u = (("libuv" SUBSEP sd[2]) in mc) ? sprintf("%.2f", mc[k] / mc["libuv" SUBSEP sd[2]]) : "n/a"
-      printf "| %s | %s | %.0f | %.3f | %.0f | %.0f | %s | %s |\n", sd[1], sd[2], median(tput[k]), mc[k], median(p50[k]), median(p99[k]), g, u
+      printf "| %s | %s | %.0f | %.3f | %.0f | %.0f | %s | %s | %s | %s |\n", sd[1], sd[2], median(tput[k]), mc[k], median(p50[k]), median(p99[k]), g, u, paired(k, "gnet"), paired(k, "libuv")
     }
   }'
 echo
