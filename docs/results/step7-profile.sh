@@ -47,6 +47,14 @@ else
   echo "libuv: skipped (pkg-config --exists libuv fails; install libuv's development package)"
 fi
 
+# SERVERS picks a subset; EXTRA="name=binary ..." adds servers built
+# elsewhere (a scratch copy with a change, say), profiled like the others.
+servers=${SERVERS:-$servers}
+for x in ${EXTRA:-}; do
+  cp "${x#*=}" "$tmp/${x%%=*}"
+  servers="$servers ${x%%=*}"
+done
+
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# $(go version | cut -d' ' -f3), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -139,6 +147,12 @@ for depth in $depths; do
     stop_server
     echo "server CPU by bucket (perf record, 2 s, $(jq -r '.msgs_per_s | floor' "$tmp/out.json") msgs/s while sampled):"
     perf report -i "$tmp/perf.data" --no-children --sort sym --stdio 2>/dev/null | bucket
+    # Level-triggered epoll looks at every fd it reported once more on
+    # the next wait (ep_send_events polls the socket, sock_poll and
+    # tcp_poll answer): the part an edge-triggered loop would save.
+    perf report -i "$tmp/perf.data" --no-children --sort sym --stdio 2>/dev/null |
+      awk '$3 == "ep_send_events" || $3 == "sock_poll" || $3 == "tcp_poll" { p = $1; sub("%", "", p); t += p }
+        END { printf "  epoll looking at ready sockets (ep_send_events, sock_poll, tcp_poll): %.2f%%\n", t }'
     echo "top functions:"
     perf report -i "$tmp/perf.data" --no-children --sort sym --stdio 2>/dev/null | awk '!/^#/ && NF >= 3 && ++n <= 12'
     if [ "$name" = step7 ]; then
