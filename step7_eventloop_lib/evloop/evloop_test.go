@@ -379,3 +379,128 @@ func TestAcceptErrorBacksOffAndRecovers(t *testing.T) {
 		t.Errorf("accepted %d connections, want 1", a)
 	}
 }
+
+// staller echoes, except that "stall" holds its loop for a while: what a
+// slow callback does, and a way to let work pile up behind the loop's back
+// while it is not in epoll_wait.
+type staller struct {
+	BuiltinHandler
+	stalled chan struct{}
+}
+
+func (s *staller) OnTraffic(c *Conn) Action {
+	in, _ := c.Next(-1)
+	if string(in) == "stall" {
+		s.stalled <- struct{}{}
+		time.Sleep(300 * time.Millisecond)
+		return None
+	}
+	c.Write(in)
+	return None
+}
+
+// stall makes the engine's one loop stop for 300 ms and returns once it has.
+func stall(t *testing.T, eng *Engine, h *staller) {
+	t.Helper()
+	c := dial(t, eng)
+	if _, err := c.Write([]byte("stall")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.stalled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop never ran the stalling callback")
+	}
+}
+
+// The four tests below hold cases where a short or partial read leaves
+// work that no new event may announce. Level-triggered, as epoll and kqueue
+// are here, the poller reports it again and they pass by themselves; an
+// edge-triggered loop (docs/results/step7-et.patch) must come back on its
+// own, and each test fails if its part of that is taken out.
+//
+// A read that fills the buffer leaves the rest queued: more reads must
+// follow, or the rest waits for ever.
+func TestReadsPastAFullBuffer(t *testing.T) {
+	eng := start(t, echo{}, WithLoops(1), WithReadBufferSize(16))
+	c := dial(t, eng)
+	msg := bytes.Repeat([]byte("0123456789"), 100) // one write, 62 buffers' worth
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo of %d bytes sent at once through a 16-byte buffer: %v", len(msg), err)
+	}
+}
+
+// Bytes and the peer's FIN that arrive together, while the loop is busy,
+// come as one event: the read returns the bytes, and the end of file
+// behind them must still be read, or the connection never closes.
+func TestFINBehindTheBytes(t *testing.T) {
+	h := &staller{stalled: make(chan struct{}, 1)}
+	eng := start(t, h, WithLoops(1))
+	c := dial(t, eng)
+	roundTrip(t, c, "x") // accepted and registered before the stall
+	stall(t, eng, h)
+	c.Write([]byte("last"))
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "last" {
+		t.Fatalf("after bytes and FIN together: read %q, %v; want \"last\" and the server's close", got, err)
+	}
+}
+
+// More clients than one round accepts, all queued while the loop is
+// busy, and then no more: the ones past the cap must not wait for a new
+// client to come and bring a new event.
+func TestAcceptPastTheCap(t *testing.T) {
+	h := &staller{stalled: make(chan struct{}, 1)}
+	eng := start(t, h, WithLoops(1))
+	stall(t, eng, h)
+	const n = 300 // over the 128 that one round takes
+	conns := make([]*net.TCPConn, n)
+	for i := range conns {
+		conns[i] = dial(t, eng) // the kernel completes the handshake; nobody accepts yet
+	}
+	for i, c := range conns {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("y")); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			t.Fatalf("client %d of %d queued at once was never served: %v", i, n, err)
+		}
+	}
+}
+
+// TCP urgent data (MSG_OOB) makes a read stop short at it with bytes still
+// queued behind, so a short read is no proof that the socket is empty: a
+// peer that sends it must still get every in-band byte answered without
+// having to send again. (The urgent byte itself is out of band and never
+// read, as SO_OOBINLINE is off.)
+func TestUrgentDataDoesNotStall(t *testing.T) {
+	h := &staller{stalled: make(chan struct{}, 1)}
+	eng := start(t, h, WithLoops(1))
+	c := dial(t, eng)
+	roundTrip(t, c, "x")
+	stall(t, eng, h) // so that all three arrive before the loop looks
+	c.Write([]byte("abc"))
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oob error
+	if err := rc.Control(func(fd uintptr) { oob = unix.Sendto(int(fd), []byte("!"), unix.MSG_OOB, nil) }); err != nil || oob != nil {
+		t.Fatalf("send MSG_OOB: %v %v", err, oob)
+	}
+	c.Write([]byte("def"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "abcdef" {
+		t.Fatalf("around urgent data: read %q, %v; want \"abcdef\"", got, err)
+	}
+}
