@@ -49,7 +49,9 @@ else
   libuv_version=none
 fi
 
-# SERVERS picks a subset; EXTRA="name=binary ..." adds servers built
+# RATE=R runs every bench open-loop at R messages a second per connection
+# instead (a light load, where sleeping and waking dominate; DEPTHS is then
+# only a label). SERVERS picks a subset; EXTRA="name=binary ..." adds servers built
 # elsewhere (a change's before and after, say), run like the others.
 servers=${SERVERS:-$servers}
 for x in ${EXTRA:-}; do
@@ -60,6 +62,7 @@ done
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# $(go version | cut -d' ' -f3), libuv $libuv_version, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# servers pinned to CPU 0, client bench pinned to CPU 1; 100 conns, 64-byte messages, 1 s warm-up + $duration; $rounds rounds"
+[ -n "${RATE:-}" ] && echo "# open loop: $RATE messages a second per connection (the depth column is unused)"
 echo
 printf '%-6s %5s %5s %10s %10s %8s %8s\n' round depth server msgs/s us/msg p50_us p99_us
 runs=$tmp/runs.tsv
@@ -78,7 +81,9 @@ run() {
     sleep 0.05
   done
   [ -n "$addr" ] || { echo "$name did not start:" >&2; cat "$log" >&2; exit 1; }
-  taskset -c 1 "$tmp/client" bench --json --conns 100 --size 64 --pipeline "$depth" \
+  local load=(--pipeline "$depth")
+  [ -n "${RATE:-}" ] && load=(--rate "$RATE") # open loop: RATE messages a second per connection
+  taskset -c 1 "$tmp/client" bench --json --conns 100 --size 64 "${load[@]}" \
     --warmup 1s --duration "$duration" --pid "$srv_pid" "${addr%:*}" "${addr##*:}" >"$tmp/out.json" ||
     { echo "bench against $name failed" >&2; exit 1; }
   kill -TERM "$srv_pid"
