@@ -5,7 +5,8 @@
 # server only), pinned to CPU 0, and runs `client bench --pid` pinned to
 # CPU 1: 100 connections, 64-byte messages, 1 and then 16 in flight, 1 s of
 # warm-up and 4 s measured. It prints every run, then the medians as a
-# Markdown table with the ratios to gnet and to libuv.
+# Markdown table with the ratios to gnet and to libuv, of the medians and
+# round by round.
 #
 #   docs/results/step7-vs.sh [ROUNDS] | tee docs/results/step7-vs-$(date -u +%Y%m%d).txt
 #
